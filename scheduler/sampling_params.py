@@ -1,0 +1,72 @@
+"""What a request asks for: how to sample and when to stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class InvalidRequestError(ValueError):
+    """A request the engine refuses; `field` names the offending input (for INVALID_ARGUMENT)."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling and stopping options of one request. Checks itself on creation.
+
+    temperature 0 means greedy. top_k 0 means off; top_p 1 and min_p 0 mean off. Penalties follow
+    vLLM: repetition_penalty (1 = off) applies to prompt and output tokens, presence/frequency
+    penalties (0 = off) to output tokens only. `seed` makes sampling reproducible whatever else is
+    in the batch (None: drawn from the engine's generator). `logprobs` asks for that many top
+    alternatives of every sampled token (0: only the sampled token's own logprob is not returned).
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    max_tokens: int = 16
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: int = 0
+    prompt_logprobs: int = 0
+
+    def __post_init__(self):
+        if not self.temperature >= 0.0:
+            raise InvalidRequestError("temperature", f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise InvalidRequestError("top_k", f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not (0.0 < self.top_p <= 1.0):
+            raise InvalidRequestError("top_p", f"top_p must be in (0, 1], got {self.top_p}")
+        if not (0.0 <= self.min_p <= 1.0):
+            raise InvalidRequestError("min_p", f"min_p must be in [0, 1], got {self.min_p}")
+        if not self.repetition_penalty > 0.0:
+            raise InvalidRequestError(
+                "repetition_penalty", f"repetition_penalty must be > 0, got {self.repetition_penalty}"
+            )
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not (-2.0 <= value <= 2.0):
+                raise InvalidRequestError(name, f"{name} must be in [-2, 2], got {value}")
+        if self.max_tokens < 0:
+            raise InvalidRequestError("max_tokens", f"max_tokens must be >= 0, got {self.max_tokens}")
+        if self.logprobs < 0 or self.logprobs > 20:
+            raise InvalidRequestError("logprobs", f"logprobs must be in [0, 20], got {self.logprobs}")
+        if self.prompt_logprobs < 0 or self.prompt_logprobs > 64:
+            raise InvalidRequestError(
+                "prompt_logprobs", f"prompt_logprobs must be in [0, 64], got {self.prompt_logprobs}"
+            )
+        if any(not s for s in self.stop):
+            raise InvalidRequestError("stop", "stop strings must not be empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
