@@ -1,0 +1,84 @@
+"""Repack GGUF weight matrices at load into the tiled layout the matmul kernels stream through.
+
+Quantized formats keep their integer codes (4-bit codes stay nibble-packed), so the repacked
+weights take about the size of the file: Q4_1 goes from 0.625 to 0.75 bytes per weight (the f16
+scale and min become float32 for the kernel). Float formats become float32 [N, K] matrices used
+through BLAS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.quant_matmul import matmul_q4, matmul_q8
+from model.gguf_file import GGUFTensor, ModelLoadError
+from model.weight_formats import FLOAT_FORMATS, QUANT_FORMATS, decode_blocks, dequantize
+
+TILE = 64  # output rows per tile: long enough for LLVM to vectorize the lane loop
+
+
+@dataclass(frozen=True)
+class LinearWeight:
+    """A [N, K] weight matrix ready for `matmul`. kind is "q4", "q8" or "f32"."""
+
+    kind: str
+    num_out: int  # N
+    num_in: int  # K
+    format: str  # the GGUF type it came from
+    codes: np.ndarray  # q4: [NT, NG, 16, TILE] uint8; q8: [NT, NG, G, TILE]; f32: [N, K] float32
+    scale: np.ndarray  # [NT, NG, TILE] float32 (empty for f32)
+    minv: np.ndarray  # [NT, NG, TILE] float32 (empty for f32)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scale.nbytes + self.minv.nbytes
+
+
+def _tile_rows(a: np.ndarray, num_tiles: int) -> np.ndarray:
+    """[N, ...] -> [NT, TILE, ...] with zero rows padding N up to a multiple of TILE."""
+    n = a.shape[0]
+    pad = num_tiles * TILE - n
+    if pad:
+        a = np.concatenate([a, np.zeros((pad,) + a.shape[1:], dtype=a.dtype)], axis=0)
+    return a.reshape((num_tiles, TILE) + a.shape[1:])
+
+
+def build_linear(tensor: GGUFTensor) -> LinearWeight:
+    """Repack one GGUF matrix tensor (numpy shape [N, K]) for the matmul kernels."""
+    if len(tensor.shape) != 2:
+        raise ModelLoadError(f"tensor {tensor.name} should be a matrix, has shape {tensor.shape}")
+    n, k = tensor.shape
+    fmt = tensor.type_name
+    if fmt in FLOAT_FORMATS:
+        w = np.ascontiguousarray(dequantize(fmt, tensor.data, k))
+        empty = np.zeros((0, 0, 0), dtype=np.float32)
+        return LinearWeight("f32", n, k, fmt, w, empty, empty)
+    if fmt not in QUANT_FORMATS:
+        raise ModelLoadError(f"tensor {tensor.name} has unsupported weight type {fmt}")
+    dec = decode_blocks(fmt, tensor.data, k)
+    nt = -(-n // TILE)
+    g = dec.group_size
+    ng = k // g
+    scale = np.ascontiguousarray(_tile_rows(dec.scale, nt).transpose(0, 2, 1))  # [NT, NG, TILE]
+    minv = np.ascontiguousarray(_tile_rows(dec.min, nt).transpose(0, 2, 1))
+    q = _tile_rows(dec.q.reshape(n, ng, g), nt)  # [NT, TILE, NG, G]
+    if dec.bits == 4 and g == 32:
+        q = q.astype(np.uint8)
+        packed = q[..., :16] | (q[..., 16:] << 4)  # [NT, TILE, NG, 16]
+        codes = np.ascontiguousarray(packed.transpose(0, 2, 3, 1))  # [NT, NG, 16(j), TILE(r)]
+        return LinearWeight("q4", n, k, fmt, codes, scale, minv)
+    codes = np.ascontiguousarray(q.transpose(0, 2, 3, 1))  # [NT, NG, G, TILE]
+    return LinearWeight("q8", n, k, fmt, codes, scale, minv)
+
+
+def matmul(x: np.ndarray, weight: LinearWeight, out: np.ndarray) -> np.ndarray:
+    """out [M, N] = x [M, K] @ W^T, for x float32 C-contiguous."""
+    if weight.kind == "q4":
+        matmul_q4(x, weight.codes, weight.scale, weight.minv, out)
+    elif weight.kind == "q8":
+        matmul_q8(x, weight.codes, weight.scale, weight.minv, out)
+    else:
+        np.dot(x, weight.codes.T, out=out)
+    return out
