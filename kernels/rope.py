@@ -1,0 +1,49 @@
+"""Rotary position embedding (RoPE), applied in place.
+
+Promise (matches PyTorch/transformers float32 semantics): for token t at position p and frequency i,
+``angle = float32(p) * inv_freq[i]`` is computed in float32 (as transformers' ``inv_freq @ pos``),
+cos/sin of that float32 angle are evaluated in float64 and rounded to float32 (correctly rounded
+where torch's float32 cos is within an ulp), and the rotation is done in float32:
+
+    a' = a*cos - b*sin ;  b' = b*cos + a*sin
+
+where (a, b) = (x[2i], x[2i+1]) in the normal (GPT-J / llama.cpp LLAMA_ROPE_TYPE_NORM) layout and
+(x[i], x[i + R/2]) in the NeoX layout.  Only the first R = 2*len(inv_freq) dims of each head are
+rotated (partial rotary); dims R..Dh-1 are untouched.  Each token is independent (batch invariant).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from kernels.jit import parallel_jit
+
+
+@parallel_jit
+def apply_rope(x, positions, inv_freq, neox):
+    """Rotate x [T, H, Dh] f32 in place; positions [T] int32/int64; inv_freq [R/2] f32; neox bool."""
+    n_tok = x.shape[0]
+    n_head = x.shape[1]
+    half = inv_freq.shape[0]  # R / 2, with R <= Dh
+    for t in numba.prange(n_tok):
+        pos = np.float32(positions[t])
+        # Frequency outer, heads inner: cos/sin are computed once per (token, freq) without any
+        # scratch buffer; one token's row (H*Dh floats) stays in L1 across the head loop.
+        for i in range(half):
+            ang = pos * inv_freq[i]  # float32 product, like torch
+            c = np.float32(math.cos(np.float64(ang)))
+            s = np.float32(math.sin(np.float64(ang)))
+            if neox:
+                ia = i
+                ib = i + half
+            else:
+                ia = 2 * i
+                ib = 2 * i + 1
+            for h in range(n_head):
+                a = x[t, h, ia]
+                b = x[t, h, ib]
+                x[t, h, ia] = a * c - b * s
+                x[t, h, ib] = b * c + a * s

@@ -1,0 +1,76 @@
+"""write_kv / write_kv_int8: slot addressing, padding skip, exact quantisation recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.kv_cache_write import write_kv, write_kv_int8
+
+
+def _case(seed, n_tok, n_kv, head_dim, n_blocks, block_size):
+    rng = np.random.default_rng(seed)
+    k = rng.standard_normal((n_tok, n_kv, head_dim)).astype(np.float32)
+    v = (rng.standard_normal((n_tok, n_kv, head_dim)) * 5).astype(np.float32)
+    slots = rng.permutation(n_blocks * block_size)[:n_tok].astype(np.int64)
+    slots[::4] = -1  # padding tokens
+    return k, v, slots
+
+
+@pytest.mark.parametrize("block_size,n_kv,head_dim", [(1, 1, 8), (3, 2, 64), (16, 3, 64)])
+def test_write_kv_f32(block_size, n_kv, head_dim):
+    n_blocks = 12
+    k, v, slots = _case(block_size, 10, n_kv, head_dim, n_blocks, block_size)
+    k_cache = np.full((n_blocks, block_size, n_kv, head_dim), 7.0, np.float32)
+    v_cache = k_cache.copy()
+    write_kv(k, v, slots, k_cache, v_cache)
+    ref_k = np.full_like(k_cache, 7.0).reshape(-1, n_kv, head_dim)
+    ref_v = ref_k.copy()
+    keep = slots >= 0
+    ref_k[slots[keep]] = k[keep]
+    ref_v[slots[keep]] = v[keep]
+    np.testing.assert_array_equal(k_cache.reshape(ref_k.shape), ref_k)
+    np.testing.assert_array_equal(v_cache.reshape(ref_v.shape), ref_v)
+
+
+def ref_quant(x):
+    """x [T, Hkv, Dh] f32 -> (int8 values, f32 scales [T, Hkv]) with the documented recipe."""
+    amax = np.abs(x).max(-1)
+    scale = (amax / np.float32(127.0)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.rint(x / scale[..., None])
+    q = np.where(scale[..., None] == 0, 0, np.clip(q, -127, 127)).astype(np.int8)
+    return q, scale
+
+
+@pytest.mark.parametrize("block_size,n_kv,head_dim", [(1, 1, 8), (3, 2, 64), (16, 3, 64)])
+def test_write_kv_int8(block_size, n_kv, head_dim):
+    n_blocks = 12
+    k, v, slots = _case(100 + block_size, 10, n_kv, head_dim, n_blocks, block_size)
+    k[1, 0] = 0.0  # all-zero row: scale 0, values 0
+    shape = (n_blocks, block_size, n_kv, head_dim)
+    k_cache, v_cache = np.full(shape, 5, np.int8), np.full(shape, 5, np.int8)
+    k_scale, v_scale = np.full(shape[:3], -1, np.float32), np.full(shape[:3], -1, np.float32)
+    write_kv_int8(k, v, slots, k_cache, v_cache, k_scale, v_scale)
+    keep = slots >= 0
+    for x, cache, scales in ((k, k_cache, k_scale), (v, v_cache, v_scale)):
+        q_ref, s_ref = ref_quant(x)
+        flat_c = cache.reshape(-1, n_kv, head_dim)
+        flat_s = scales.reshape(-1, n_kv)
+        np.testing.assert_array_equal(flat_c[slots[keep]], q_ref[keep])
+        np.testing.assert_array_equal(flat_s[slots[keep]], s_ref[keep])
+        untouched = np.setdiff1d(np.arange(flat_c.shape[0]), slots[keep])
+        assert np.all(flat_c[untouched] == 5) and np.all(flat_s[untouched] == -1)
+        deq = flat_c[slots[keep]].astype(np.float32) * flat_s[slots[keep]][..., None]
+        err = np.abs(deq - x[keep])
+        assert np.all(err <= 0.5001 * flat_s[slots[keep]][..., None] + 1e-12)
+        assert np.abs(flat_c).max() <= 127
+    assert k_scale.reshape(-1, n_kv)[slots[1], 0] == 0 or slots[1] < 0
+
+
+def test_float16_cache_not_supported_by_numba():
+    # Documented limitation: Numba's CPU target has no float16; if this starts passing, add f16.
+    k = np.zeros((1, 1, 8), np.float32)
+    cache = np.zeros((1, 1, 1, 8), np.float16)
+    with pytest.raises(Exception):
+        write_kv(k, k, np.zeros(1, np.int64), cache, cache)
