@@ -1,0 +1,400 @@
+"""Batched token sampling: penalties, greedy, temperature, top-k, top-p, min-p, seeded draws, logprobs.
+
+One row of `logits` per request; rows are independent and processed in parallel (prange). Within a
+row nothing sorts the whole vocabulary unless it must:
+
+* greedy rows: one pass (max, argmax, online log-sum-exp, top-n logprobs) plus nothing else;
+* no truncation / min-p only: inverse-CDF sampling over the vocabulary in id order (two exp passes);
+* top-k: partial selection of the k largest, then a sort of those k;
+* top-p without top-k: progressively partial-select the top 64, 1024, 16384 tokens until their
+  cumulative mass reaches p, falling back to a full argsort only when that is not enough.
+
+Logprobs are those of the RAW model distribution (log_softmax of the logits before penalties,
+temperature and truncation), as vLLM v1 returns by default.
+
+Randomness is counter-based: the uniform for a row is a hash of (seed, counter) where counter is the
+number of tokens the request has generated so far, so a seeded request samples the same tokens
+whatever else is in the batch and in whatever order the batch is laid out.
+
+Sorted order of the vocabulary everywhere: value descending, ties broken by the lower token id.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from kernels.jit import jit, parallel_jit
+
+
+# --------------------------------------------------------------------------------------- random
+
+
+@jit
+def _mix64(z):
+    """splitmix64 finalizer (uint64 -> uint64, a bijection with good avalanche)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@jit
+def seeded_uniform(seed, counter):
+    """Uniform float64 in [0, 1) as a pure function of (seed uint64, counter int64)."""
+    key = _mix64(np.uint64(seed) + np.uint64(0x9E3779B97F4A7C15))
+    z = _mix64(key ^ (np.uint64(counter) * np.uint64(0xD1B54A32D192ED03) + np.uint64(0x8CB92BA72F3D8DD7)))
+    z = _mix64(z + key)
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+# --------------------------------------------------------------------------------- row helpers
+
+
+@jit
+def _insert_top(vals, ids, filled, n, v, i):
+    """Insert (v, i) into the best-first buffer vals/ids (length n, `filled` used). Returns filled.
+
+    Called with increasing i, so equal values keep the earlier (lower) id ahead.
+    """
+    if filled < n:
+        j = filled
+        filled += 1
+    elif v > vals[n - 1]:
+        j = n - 1
+    else:
+        return filled
+    while j > 0 and vals[j - 1] < v:
+        vals[j] = vals[j - 1]
+        ids[j] = ids[j - 1]
+        j -= 1
+    vals[j] = v
+    ids[j] = i
+    return filled
+
+
+@jit
+def _raw_pass(x, n_top, top_vals, top_ids):
+    """One pass over a row: (max, first argmax, sum exp(x - max) in float64) and the n_top best
+    (value, id) pairs written best first into top_vals/top_ids (raw logit values)."""
+    V = x.shape[0]
+    m = -np.inf
+    arg = 0
+    s = 0.0
+    filled = 0
+    for i in range(V):
+        v = np.float64(x[i])
+        if v > m:
+            s = s * math.exp(m - v) + 1.0
+            m = v
+            arg = i
+        elif v != -np.inf:
+            s += math.exp(v - m)
+        if n_top > 0:
+            xv = x[i]
+            if filled < n_top or xv > top_vals[n_top - 1]:
+                filled = _insert_top(top_vals, top_ids, filled, n_top, xv, i)
+    return m, arg, s
+
+
+@jit
+def _argmax(x):
+    """(max, first index of the max)."""
+    m = x[0]
+    arg = 0
+    for i in range(1, x.shape[0]):
+        if x[i] > m:
+            m = x[i]
+            arg = i
+    return np.float64(m), arg
+
+
+@jit
+def _apply_penalties(x, prompt_ids, output_ids, rep, pres, freq):
+    """Apply vLLM penalties to the row in place. Returns (touched ids sorted, their raw values).
+
+    repetition_penalty: every token in prompt or output, once: x > 0 -> x / rep, else x * rep.
+    frequency/presence: output tokens only: x -= count * freq + pres.
+    """
+    V = x.shape[0]
+    if rep != 1.0:
+        touched = np.unique(np.concatenate((prompt_ids, output_ids)))
+    else:
+        touched = np.unique(output_ids)
+    lo = np.searchsorted(touched, 0)
+    hi = np.searchsorted(touched, V)
+    touched = touched[lo:hi]
+    raw = np.empty(touched.shape[0], np.float32)
+    for j in range(touched.shape[0]):
+        raw[j] = x[touched[j]]
+    if rep != 1.0:
+        for j in range(touched.shape[0]):
+            t = touched[j]
+            v = x[t]
+            if v > 0:
+                x[t] = v / rep
+            else:
+                x[t] = v * rep
+    if pres != 0.0 or freq != 0.0:
+        so = np.sort(output_ids)
+        n = so.shape[0]
+        i = 0
+        while i < n:
+            t = so[i]
+            j = i + 1
+            while j < n and so[j] == t:
+                j += 1
+            if t >= 0 and t < V:
+                x[t] = x[t] - (np.float64(freq) * (j - i) + np.float64(pres))
+            i = j
+    return touched, raw
+
+
+@jit
+def _top_candidates(x, c):
+    """Indices of the c largest entries of x, sorted by value descending then id ascending."""
+    V = x.shape[0]
+    if c >= V:
+        return np.argsort(-x, kind="mergesort")
+    if c <= 64:
+        vals = np.empty(c, x.dtype)
+        ids = np.empty(c, np.int64)
+        filled = 0
+        for i in range(V):
+            v = x[i]
+            if filled < c or v > vals[c - 1]:
+                filled = _insert_top(vals, ids, filled, c, v, i)
+        return ids
+    part = np.partition(x, V - c)
+    thr = part[V - c]  # the c-th largest value
+    n_gt = 0
+    for i in range(V):
+        if x[i] > thr:
+            n_gt += 1
+    need_eq = c - n_gt
+    cand = np.empty(c, np.int64)
+    k = 0
+    for i in range(V):
+        v = x[i]
+        if v > thr:
+            cand[k] = i
+            k += 1
+        elif v == thr and need_eq > 0:
+            cand[k] = i
+            k += 1
+            need_eq -= 1
+    vals = np.empty(c, x.dtype)
+    for j in range(c):
+        vals[j] = -x[cand[j]]
+    order = np.argsort(vals, kind="mergesort")  # stable: ties stay in id order
+    return cand[order]
+
+
+@jit
+def _mass(x, cand, n, M, inv_t):
+    s = 0.0
+    for j in range(n):
+        s += math.exp((np.float64(x[cand[j]]) - M) * inv_t)
+    return s
+
+
+@jit
+def _top_p_cut(x, cand, M, inv_t, limit):
+    """Number of leading candidates kept by top-p: token j is kept iff the mass before it < limit.
+    Returns -1 when the candidates do not reach the limit (more candidates are needed)."""
+    cum = 0.0
+    n = cand.shape[0]
+    for j in range(n):
+        if cum >= limit:
+            return j
+        cum += math.exp((np.float64(x[cand[j]]) - M) * inv_t)
+    if cum >= limit:
+        return n
+    return -1
+
+
+@jit
+def _sample_threshold(x, M, inv_t, min_p, u, total):
+    """Inverse-CDF draw in id order among tokens with weight exp((x-M)/T) >= min_p (min_p may be 0).
+    `total` > 0 is the precomputed mass of those tokens (else computed here)."""
+    V = x.shape[0]
+    if not total > 0.0:
+        total = 0.0
+        for i in range(V):
+            w = math.exp((np.float64(x[i]) - M) * inv_t)
+            if w >= min_p:
+                total += w
+    target = u * total
+    cum = 0.0
+    last = -1
+    for i in range(V):
+        w = math.exp((np.float64(x[i]) - M) * inv_t)
+        if w > 0.0 and w >= min_p:
+            cum += w
+            last = i
+            if cum > target:
+                return i
+    if last < 0:
+        return _argmax(x)[1]
+    return last
+
+
+@jit
+def _sample_sorted(x, M, inv_t, top_k, top_p, min_p, u):
+    """Draw with top-k and/or top-p (and min-p) using a sorted candidate prefix."""
+    V = x.shape[0]
+    use_k = top_k > 0 and top_k < V
+    if use_k:
+        cand = _top_candidates(x, top_k)
+        n_keep = cand.shape[0]
+        if top_p < 1.0:
+            limit = np.float64(top_p) * _mass(x, cand, n_keep, M, inv_t)
+            n = _top_p_cut(x, cand, M, inv_t, limit)
+            if n > 0:
+                n_keep = n
+    else:
+        total = 0.0
+        for i in range(V):
+            total += math.exp((np.float64(x[i]) - M) * inv_t)
+        limit = np.float64(top_p) * total
+        c = 64
+        while True:
+            if c > V:
+                c = V
+            cand = _top_candidates(x, c)
+            n_keep = _top_p_cut(x, cand, M, inv_t, limit)
+            if n_keep > 0 or c >= V:
+                break
+            c *= 16
+        if n_keep <= 0:
+            n_keep = cand.shape[0]
+    if min_p > 0.0:
+        j = 1  # the first candidate has weight 1 >= min_p
+        while j < n_keep and math.exp((np.float64(x[cand[j]]) - M) * inv_t) >= min_p:
+            j += 1
+        n_keep = j
+    total = _mass(x, cand, n_keep, M, inv_t)
+    target = u * total
+    cum = 0.0
+    for j in range(n_keep):
+        cum += math.exp((np.float64(x[cand[j]]) - M) * inv_t)
+        if cum > target:
+            return cand[j]
+    return cand[n_keep - 1]
+
+
+# ------------------------------------------------------------------------------------- kernels
+
+
+@parallel_jit
+def sample_rows(
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    presence_penalty,
+    frequency_penalty,
+    penalty_token_ids,
+    penalty_offsets,
+    output_token_ids,
+    output_offsets,
+    seeds,
+    counters,
+    num_top,
+    out_ids,
+    out_logprobs,
+    out_top_ids,
+    out_top_logprobs,
+):
+    """Sample one token per row of logits [B, V] f32.
+
+    Per-row parameters are arrays of length B. penalty_token_ids/penalty_offsets pack each row's
+    PROMPT token ids (row b: ids[offsets[b]:offsets[b+1]]; only read when its repetition penalty is
+    != 1), output_token_ids/output_offsets its OUTPUT token ids (read when any penalty is on).
+    The uniform of row b is seeded_uniform(seeds[b], counters[b]).
+
+    Writes out_ids[b] (sampled token), out_logprobs[b] (its raw log-probability) and the num_top best
+    (id, raw logprob) pairs of the raw distribution, best first (ties: lower id), in
+    out_top_ids/out_top_logprobs [B, max(num_top, 1)]; unused slots get id -1 and -inf.
+    On return, rows with penalties hold the penalized logits (temperature not applied).
+    """
+    B = logits.shape[0]
+    V = logits.shape[1]
+    n_top = min(num_top, V)
+    width = out_top_ids.shape[1]
+    for b in numba.prange(B):
+        x = logits[b]
+        top_vals = out_top_logprobs[b]
+        top_ids = out_top_ids[b]
+        for j in range(width):
+            top_vals[j] = -np.inf
+            top_ids[j] = -1
+        m_raw, arg_raw, s_raw = _raw_pass(x, n_top, top_vals, top_ids)
+        lse = m_raw + math.log(s_raw)
+        for j in range(n_top):
+            top_vals[j] = np.float32(np.float64(top_vals[j]) - lse)
+
+        rep = repetition_penalty[b]
+        pres = presence_penalty[b]
+        freq = frequency_penalty[b]
+        has_pen = rep != 1.0 or pres != 0.0 or freq != 0.0
+        touched = np.empty(0, np.int32)
+        raw = np.empty(0, np.float32)
+        M = m_raw
+        arg = arg_raw
+        if has_pen:
+            if rep != 1.0:
+                pids = penalty_token_ids[penalty_offsets[b] : penalty_offsets[b + 1]]
+            else:
+                pids = penalty_token_ids[0:0]
+            oids = output_token_ids[output_offsets[b] : output_offsets[b + 1]]
+            touched, raw = _apply_penalties(x, pids, oids, rep, pres, freq)
+            if touched.shape[0] > 0:
+                M, arg = _argmax(x)
+
+        t_b = temperature[b]
+        if t_b == 0.0:
+            tok = arg
+        else:
+            u = seeded_uniform(seeds[b], counters[b])
+            inv_t = 1.0 / np.float64(t_b)
+            k_b = top_k[b]
+            p_b = top_p[b]
+            mp_b = np.float64(min_p[b])
+            if (k_b > 0 and k_b < V) or p_b < 1.0:
+                tok = _sample_sorted(x, M, inv_t, k_b, p_b, mp_b, u)
+            else:
+                total = 0.0
+                if mp_b <= 0.0 and t_b == 1.0 and touched.shape[0] == 0:
+                    total = s_raw
+                tok = _sample_threshold(x, M, inv_t, mp_b, u, total)
+
+        raw_logit = x[tok]
+        if touched.shape[0] > 0:
+            k = np.searchsorted(touched, tok)
+            if k < touched.shape[0] and touched[k] == tok:
+                raw_logit = raw[k]
+        out_ids[b] = tok
+        out_logprobs[b] = np.float32(np.float64(raw_logit) - lse)
+
+
+@parallel_jit
+def log_softmax_topk(logits, k, out_ids, out_logprobs):
+    """Top-k (id, logprob) of log_softmax of each row of logits [B, V] f32, best first (ties: lower
+    id), into out_ids [B, k] int32 / out_logprobs [B, k] f32. Slots beyond V get -1 / -inf."""
+    B = logits.shape[0]
+    V = logits.shape[1]
+    n = min(k, V)
+    for b in numba.prange(B):
+        vals = out_logprobs[b]
+        ids = out_ids[b]
+        for j in range(k):
+            vals[j] = -np.inf
+            ids[j] = -1
+        m, arg, s = _raw_pass(logits[b], n, vals, ids)
+        lse = m + math.log(s)
+        for j in range(n):
+            vals[j] = np.float32(np.float64(vals[j]) - lse)
