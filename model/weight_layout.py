@@ -45,26 +45,43 @@ def _tile_rows(a: np.ndarray, num_tiles: int) -> np.ndarray:
     return a.reshape((num_tiles, TILE) + a.shape[1:])
 
 
-def build_linear(tensor: GGUFTensor) -> LinearWeight:
-    """Repack one GGUF matrix tensor (numpy shape [N, K]) for the matmul kernels."""
+def _check_matrix(tensor: GGUFTensor) -> None:
     if len(tensor.shape) != 2:
         raise ModelLoadError(f"tensor {tensor.name} should be a matrix, has shape {tensor.shape}")
-    n, k = tensor.shape
-    fmt = tensor.type_name
+    if tensor.type_name not in FLOAT_FORMATS + QUANT_FORMATS:
+        raise ModelLoadError(f"tensor {tensor.name} has unsupported weight type {tensor.type_name}")
+
+
+def build_linear(tensor: GGUFTensor) -> LinearWeight:
+    """Repack one GGUF matrix tensor (numpy shape [N, K]) for the matmul kernels."""
+    return build_linear_fused([tensor])
+
+
+def build_linear_fused(tensors: list[GGUFTensor]) -> LinearWeight:
+    """Repack matrices of one format and one K, stacked along N (e.g. q, k, v -> qkv)."""
+    for t in tensors:
+        _check_matrix(t)
+    fmt = tensors[0].type_name
+    k = tensors[0].shape[1]
+    if any(t.type_name != fmt or t.shape[1] != k for t in tensors):
+        raise ModelLoadError("fused matrices must share weight type and input size")
+    n = sum(t.shape[0] for t in tensors)
     if fmt in FLOAT_FORMATS:
-        w = np.ascontiguousarray(dequantize(fmt, tensor.data, k))
+        w = np.concatenate([dequantize(fmt, t.data, k) for t in tensors], axis=0)
         empty = np.zeros((0, 0, 0), dtype=np.float32)
-        return LinearWeight("f32", n, k, fmt, w, empty, empty)
-    if fmt not in QUANT_FORMATS:
-        raise ModelLoadError(f"tensor {tensor.name} has unsupported weight type {fmt}")
-    dec = decode_blocks(fmt, tensor.data, k)
-    nt = -(-n // TILE)
-    g = dec.group_size
+        return LinearWeight("f32", n, k, fmt, np.ascontiguousarray(w), empty, empty)
+    parts = [decode_blocks(fmt, t.data, k) for t in tensors]
+    g = parts[0].group_size
+    bits = max(p.bits for p in parts)
     ng = k // g
-    scale = np.ascontiguousarray(_tile_rows(dec.scale, nt).transpose(0, 2, 1))  # [NT, NG, TILE]
-    minv = np.ascontiguousarray(_tile_rows(dec.min, nt).transpose(0, 2, 1))
-    q = _tile_rows(dec.q.reshape(n, ng, g), nt)  # [NT, TILE, NG, G]
-    if dec.bits == 4 and g == 32:
+    nt = -(-n // TILE)
+    dec_q = np.concatenate([p.q for p in parts], axis=0) if len(parts) > 1 else parts[0].q
+    dec_scale = np.concatenate([p.scale for p in parts], axis=0)
+    dec_min = np.concatenate([p.min for p in parts], axis=0)
+    scale = np.ascontiguousarray(_tile_rows(dec_scale, nt).transpose(0, 2, 1))  # [NT, NG, TILE]
+    minv = np.ascontiguousarray(_tile_rows(dec_min, nt).transpose(0, 2, 1))
+    q = _tile_rows(dec_q.reshape(n, ng, g), nt)  # [NT, TILE, NG, G]
+    if bits == 4 and g == 32:
         q = q.astype(np.uint8)
         packed = q[..., :16] | (q[..., 16:] << 4)  # [NT, TILE, NG, 16]
         codes = np.ascontiguousarray(packed.transpose(0, 2, 3, 1))  # [NT, NG, 16(j), TILE(r)]

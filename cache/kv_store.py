@@ -1,0 +1,60 @@
+"""The KV storage arrays: what the forward pass reads and writes, one set per KV-cache group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.kv_cache_spec import KVCacheSpec
+
+_NUMPY_DTYPE = {"f32": np.float32, "int8": np.int8}
+
+
+@dataclass
+class LayerKV:
+    """One layer's view of its group's arrays (no copy)."""
+
+    k: np.ndarray  # [num_blocks, block_size, Hkv, Dh]
+    v: np.ndarray  # [num_blocks, block_size, Hkv, Dh]
+    k_scale: np.ndarray | None  # [num_blocks, block_size, Hkv] f32 (int8 only)
+    v_scale: np.ndarray | None
+    group: int  # the group whose block table and slot mapping address this layer
+    sliding_window: int  # 0 = full attention
+
+
+class KVStore:
+    """Allocates every block of every group up front: `[layers_in_group, num_blocks, ...]`."""
+
+    def __init__(self, spec: KVCacheSpec):
+        if spec.kv_dtype not in _NUMPY_DTYPE:
+            raise ValueError(
+                f"kv dtype {spec.kv_dtype!r} is not supported by the kernels "
+                f"(Numba has no float16 on the CPU); use one of {sorted(_NUMPY_DTYPE)}"
+            )
+        self.spec = spec
+        dtype = _NUMPY_DTYPE[spec.kv_dtype]
+        shape_tail = (spec.num_blocks, spec.block_size, spec.num_kv_heads, spec.head_dim)
+        self.layers: dict[int, LayerKV] = {}
+        for g, group in enumerate(spec.groups):
+            n = len(group.layer_ids)
+            k = np.zeros((n,) + shape_tail, dtype=dtype)
+            v = np.zeros((n,) + shape_tail, dtype=dtype)
+            ks = vs = None
+            if spec.kv_dtype == "int8":
+                ks = np.zeros((n,) + shape_tail[:3], dtype=np.float32)
+                vs = np.zeros((n,) + shape_tail[:3], dtype=np.float32)
+            for i, layer in enumerate(group.layer_ids):
+                self.layers[layer] = LayerKV(
+                    k[i], v[i], None if ks is None else ks[i], None if vs is None else vs[i],
+                    g, group.sliding_window,
+                )
+
+    @property
+    def nbytes(self) -> int:
+        total = 0
+        for layer in self.layers.values():
+            total += layer.k.nbytes + layer.v.nbytes
+            if layer.k_scale is not None:
+                total += layer.k_scale.nbytes + layer.v_scale.nbytes
+        return total

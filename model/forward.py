@@ -1,0 +1,148 @@
+"""The transformer forward pass over a packed variable-length batch with a paged KV cache.
+
+One call computes every token of the step (prefill chunks and single decode tokens alike), writes
+their K/V into the cache and returns the final hidden states; logits are computed only for the
+rows the caller asks for (the last token of each sampled sequence, or every prompt position when
+prompt logprobs are wanted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.kv_store import KVStore
+from kernels.activations import add_inplace, gelu_tanh_mul, silu_mul
+from kernels.embedding import embed_rows_q4, embed_rows_q8
+from kernels.kv_cache_write import write_kv, write_kv_int8
+from kernels.paged_attention import paged_attention, paged_attention_int8
+from kernels.rms_norm import rms_norm, rms_norm_heads
+from kernels.rope import apply_rope
+from model.config import ModelConfig
+from model.weight_layout import LinearWeight, matmul
+from model.weights import LayerWeights, ModelWeights
+
+
+@dataclass(frozen=True)
+class AttentionMetadata:
+    """Where every token of the packed batch sits. S sequences, T tokens in all."""
+
+    positions: np.ndarray  # [T] int64: position of each token in its sequence
+    query_start_loc: np.ndarray  # [S+1] int32: sequence s owns tokens qsl[s]:qsl[s+1]
+    seq_lens: np.ndarray  # [S] int32: context length of each sequence after this step
+    block_tables: tuple[np.ndarray, ...]  # per KV group: [S, max_blocks] int32
+    slot_mappings: tuple[np.ndarray, ...]  # per KV group: [T] int64 (block * block_size + offset)
+
+
+def embed(weight: LinearWeight, token_ids: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
+    """out [T, D] = scale * embedding rows of token_ids [T]."""
+    s = np.float32(scale)
+    if weight.kind == "q4":
+        embed_rows_q4(weight.codes, weight.scale, weight.minv, token_ids, s, out)
+    elif weight.kind == "q8":
+        embed_rows_q8(weight.codes, weight.scale, weight.minv, token_ids, s, out)
+    else:
+        np.multiply(weight.codes[token_ids], s, out=out)
+    return out
+
+
+def _linear(x: np.ndarray, fused: LinearWeight, parts: tuple[LinearWeight, ...]) -> np.ndarray:
+    """x @ W^T for a fused weight, or its unfused parts side by side."""
+    if not parts:
+        out = np.empty((x.shape[0], fused.num_out), dtype=np.float32)
+        return matmul(x, fused, out)
+    outs = []
+    for w in parts:
+        o = np.empty((x.shape[0], w.num_out), dtype=np.float32)
+        outs.append(matmul(x, w, o))
+    return np.concatenate(outs, axis=1)
+
+
+class Transformer:
+    """Runs a loaded model (llama, qwen2, gemma3) against a KV store."""
+
+    def __init__(self, cfg: ModelConfig, weights: ModelWeights, kv_store: KVStore):
+        self.cfg = cfg
+        self.weights = weights
+        self.kv = kv_store
+        self.inv_freqs = []
+        for layer in range(cfg.num_layers):
+            inv = cfg.rope_inv_freq(layer)
+            if weights.rope_freq_factors is not None:
+                inv = (inv / weights.rope_freq_factors).astype(np.float32)
+            self.inv_freqs.append(np.ascontiguousarray(inv))
+
+    def forward(self, token_ids: np.ndarray, meta: AttentionMetadata) -> np.ndarray:
+        """Hidden states [T, D] (before the final norm) for token_ids [T] int32."""
+        cfg = self.cfg
+        num_tokens = token_ids.shape[0]
+        x = np.empty((num_tokens, cfg.hidden_size), dtype=np.float32)
+        embed(self.weights.token_embedding, token_ids, cfg.embedding_scale, x)
+        h = np.empty_like(x)
+        for layer_id, lw in enumerate(self.weights.layers):
+            self._attention_block(layer_id, lw, x, h, meta)
+            self._ffn_block(lw, x, h)
+        return x
+
+    def _attention_block(self, layer_id: int, lw: LayerWeights, x: np.ndarray, h: np.ndarray,
+                         meta: AttentionMetadata) -> None:
+        cfg = self.cfg
+        t = x.shape[0]
+        rms_norm(x, lw.attn_norm, cfg.rms_eps, h)
+        qkv = _linear(h, lw.qkv, lw.qkv_split)  # [T, q_size + 2 kv_size]
+        if lw.qkv_bias is not None:
+            qkv += lw.qkv_bias
+        q = np.ascontiguousarray(qkv[:, :cfg.q_size]).reshape(t, cfg.num_heads, cfg.head_dim)
+        k = np.ascontiguousarray(qkv[:, cfg.q_size:cfg.q_size + cfg.kv_size]).reshape(
+            t, cfg.num_kv_heads, cfg.head_dim)
+        v = np.ascontiguousarray(qkv[:, cfg.q_size + cfg.kv_size:]).reshape(
+            t, cfg.num_kv_heads, cfg.head_dim)
+        if lw.q_norm is not None:
+            rms_norm_heads(q, lw.q_norm, cfg.rms_eps)
+            rms_norm_heads(k, lw.k_norm, cfg.rms_eps)
+        apply_rope(q, meta.positions, self.inv_freqs[layer_id], cfg.rope_neox)
+        apply_rope(k, meta.positions, self.inv_freqs[layer_id], cfg.rope_neox)
+
+        cache = self.kv.layers[layer_id]
+        slots = meta.slot_mappings[cache.group]
+        table = meta.block_tables[cache.group]
+        window = cache.sliding_window
+        attn = np.empty_like(q)  # [T, H, Dh]
+        if cache.k_scale is None:
+            write_kv(k, v, slots, cache.k, cache.v)
+            paged_attention(q, cache.k, cache.v, table, meta.query_start_loc, meta.seq_lens,
+                            np.float32(cfg.attn_scale), window, attn)
+        else:
+            write_kv_int8(k, v, slots, cache.k, cache.v, cache.k_scale, cache.v_scale)
+            paged_attention_int8(q, cache.k, cache.v, cache.k_scale, cache.v_scale, table,
+                                 meta.query_start_loc, meta.seq_lens, np.float32(cfg.attn_scale),
+                                 window, attn)
+        o = np.empty_like(x)
+        matmul(attn.reshape(t, cfg.q_size), lw.attn_output, o)
+        if lw.post_attn_norm is not None:
+            rms_norm(o, lw.post_attn_norm, cfg.rms_eps, o)
+        add_inplace(x, o)
+
+    def _ffn_block(self, lw: LayerWeights, x: np.ndarray, h: np.ndarray) -> None:
+        cfg = self.cfg
+        f = cfg.ffn_size
+        rms_norm(x, lw.ffn_norm, cfg.rms_eps, h)
+        gate_up = _linear(h, lw.gate_up, lw.gate_up_split)  # [T, 2F]
+        act = np.empty((x.shape[0], f), dtype=np.float32)
+        if cfg.gated_activation == "gelu_tanh":
+            gelu_tanh_mul(gate_up[:, :f], gate_up[:, f:], act)
+        else:
+            silu_mul(gate_up[:, :f], gate_up[:, f:], act)
+        d = np.empty_like(x)
+        matmul(act, lw.ffn_down, d)
+        if lw.post_ffn_norm is not None:
+            rms_norm(d, lw.post_ffn_norm, cfg.rms_eps, d)
+        add_inplace(x, d)
+
+    def logits(self, hidden_rows: np.ndarray) -> np.ndarray:
+        """[R, V] float32 logits of hidden states [R, D] (final norm, then the output matrix)."""
+        normed = np.empty_like(hidden_rows)
+        rms_norm(np.ascontiguousarray(hidden_rows), self.weights.output_norm, self.cfg.rms_eps, normed)
+        out = np.empty((hidden_rows.shape[0], self.cfg.vocab_size), dtype=np.float32)
+        return matmul(normed, self.weights.output, out)

@@ -1,0 +1,50 @@
+"""Load a GGUF file into a servable model: config, repacked weights and tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from model.config import ModelConfig, config_from_metadata
+from model.gguf_file import ModelLoadError, read_gguf
+from model.tokenizer import Tokenizer, load_tokenizer
+from model.weights import ModelWeights, dominant_format, load_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    path: str
+    config: ModelConfig
+    weights: ModelWeights
+    tokenizer: Tokenizer
+
+
+def load_model(path: str) -> LoadedModel:
+    """Read, check and repack a GGUF model. Raises ModelLoadError with a readable reason."""
+    start = time.perf_counter()
+    gguf = read_gguf(path)
+    meta = gguf.metadata
+    arch = meta.get("general.architecture")
+    from model.config import SUPPORTED_ARCHITECTURES
+
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{path}: unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+        )
+    tokenizer = load_tokenizer(meta)
+    embd = gguf.tensors.get("token_embd.weight")
+    if embd is None:
+        raise ModelLoadError(f"{path}: missing tensor 'token_embd.weight'")
+    config = config_from_metadata(meta, dominant_format(gguf), vocab_size=embd.shape[0])
+    try:
+        weights = load_weights(gguf, config)
+    except ModelLoadError:
+        raise
+    except (ValueError, IndexError) as e:
+        raise ModelLoadError(f"{path}: tensor data is corrupt ({e})") from None
+    log.info("loaded %s (%s, %d layers, %s) in %.1f s", path, arch, config.num_layers,
+             config.weight_format, time.perf_counter() - start)
+    return LoadedModel(path, config, weights, tokenizer)
