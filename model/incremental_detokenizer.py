@@ -3,7 +3,9 @@
 A token can end in the middle of a UTF-8 character (emoji and CJK often span two or three
 byte-level tokens), so text is released only up to the last complete character; the incomplete
 tail is held back until the next tokens complete it, or until `flush` at the end of the stream.
-Joined together, the pieces equal `tokenizer.decode(all_ids, skip_special)`.
+Joined together, the pieces equal `tokenizer.decode(all_ids, skip_special)`, except that a
+stream is a continuation of its prompt: the leading space that `decode` drops from the first
+token of SentencePiece models with a space prefix is kept (" Paris" continues "The capital is").
 """
 
 from __future__ import annotations
@@ -42,17 +44,12 @@ class IncrementalDetokenizer:
         self._tok = tokenizer
         self._skip = skip_special
         self._pending = bytearray()
-        self._first = True
 
     def push(self, token_ids: Sequence[int]) -> str:
         """Add tokens; return the text they complete (possibly ""). Never returns half of a
         UTF-8 character: its bytes wait for the next push or for flush."""
         for tid in token_ids:
-            piece = self._tok.token_bytes(tid, self._skip)
-            if self._first:
-                piece = self._tok.strip_first_piece(piece)
-                self._first = False
-            self._pending += piece
+            self._pending += self._tok.token_bytes(tid, self._skip)
         hold = _incomplete_tail(self._pending)
         cut = len(self._pending) - hold
         if cut == 0:

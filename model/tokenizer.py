@@ -18,6 +18,9 @@ from model.pretokenizers import PreTokenizer, supported_pre_types
 # GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
+# Texts of end-of-turn tokens, for files without tokenizer.ggml.eot_token_id.
+_END_OF_TURN_TEXTS = frozenset({"<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>"})
+
 
 class Tokenizer:
     """Text <-> token ids for one model. Build it with `load_tokenizer`."""
@@ -64,6 +67,8 @@ class Tokenizer:
         self.bos_id: int | None = self._valid_id(metadata.get("tokenizer.ggml.bos_token_id"))
         self.eos_id: int | None = self._valid_id(metadata.get("tokenizer.ggml.eos_token_id"))
         eot_id = self._valid_id(metadata.get("tokenizer.ggml.eot_token_id"))
+        if eot_id is None:
+            eot_id = self._find_end_of_turn()
         self.stop_ids: frozenset[int] = frozenset(i for i in (self.eos_id, eot_id) if i is not None)
         self.add_bos: bool = bool(metadata.get("tokenizer.ggml.add_bos_token", default_add_bos))
         self.add_eos: bool = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
@@ -85,6 +90,14 @@ class Tokenizer:
         self._specials_all = [(tokens[i], i) for i in specials]
         self._specials_user = [(tokens[i], i) for i in specials if self._types[i] == USER_DEFINED]
         self._piece_cache: dict[int, bytes] = {}
+
+    def _find_end_of_turn(self) -> int | None:
+        """The end-of-turn control token of a file that does not name one (Gemma's converter
+        omits eot_token_id): llama.cpp finds it by its text, so do we."""
+        for i, text in enumerate(self._tokens):
+            if text in _END_OF_TURN_TEXTS and self._types[i] == CONTROL:
+                return i
+        return None
 
     def _valid_id(self, value: Any) -> int | None:
         if isinstance(value, int) and 0 <= value < self.vocab_size:
