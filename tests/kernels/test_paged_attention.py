@@ -156,7 +156,9 @@ def test_large_scores_are_stable():
     q, caches, bt, qsl, seq_lens, kv, _ = make_batch(rng, seqs, 16, 1, 3, 64, 0, False)
     q *= 30.0
     out = run(q, caches, bt, qsl, seq_lens, 1.0, 0)
-    np.testing.assert_allclose(out, reference(q, seqs, qsl, kv, 1.0, 0, 3), rtol=1e-4, atol=1e-4)
+    assert np.all(np.isfinite(out))
+    # Scores ~ +-1000 carry float32 dot-product error ~1e-4 absolute, hence the looser tolerance.
+    np.testing.assert_allclose(out, reference(q, seqs, qsl, kv, 1.0, 0, 3), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("int8", [False, True])
