@@ -207,3 +207,12 @@ def test_spm_without_space_prefix():
     tok = load_tokenizer(_spm_metadata(add_space_prefix=False))
     assert _texts(tok, tok.encode("hell", add_special=False)) == ["h", "e", "ll"]
     assert tok.decode(tok.encode(" hell", add_special=False)) == " hell"
+
+
+def test_spm_stream_keeps_the_leading_space(spm):
+    from model.incremental_detokenizer import IncrementalDetokenizer
+
+    # a generated continuation: " hell" follows the prompt, so its space must survive
+    ids = spm.encode("hell hell", add_special=False)
+    detok = IncrementalDetokenizer(spm)
+    assert "".join(detok.push([i]) for i in ids) + detok.flush() == " hell hell"
