@@ -1,0 +1,148 @@
+"""Small model-free factories: configs, engines, requests, a checking fake runner, a fake detokenizer."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from scheduler.engine import EngineConfig, LLMEngine
+from scheduler.request import Request
+from scheduler.sampling_params import SamplingParams
+from scheduler.scheduler import Scheduler
+from scheduler.step_io import RunnerOutput, SampledToken, SchedulerOutput
+
+VOCAB_SIZE = 101
+
+
+def create_config(
+    block_size=4,
+    num_blocks=64,
+    max_model_len=256,
+    max_num_batched_tokens=16,
+    max_num_seqs=8,
+    layer_windows=(0,),
+    **kwargs,
+) -> EngineConfig:
+    return EngineConfig.create(
+        block_size=block_size,
+        num_blocks=num_blocks,
+        max_model_len=max_model_len,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_num_seqs=max_num_seqs,
+        layer_windows=layer_windows,
+        **kwargs,
+    )
+
+
+class FakeDetokenizer:
+    """Each id maps to a fixed string (TEXT_OF or "<id>"); push returns it at once."""
+
+    TEXT_OF = {1: "he", 2: "llo", 3: " wo", 4: "rld", 5: "!", 6: "S", 7: "TOP", 8: "x"}
+
+    def push(self, token_ids):
+        return "".join(self.TEXT_OF.get(t, f"<{t}>") for t in token_ids)
+
+    def flush(self):
+        return ""
+
+
+class FakeRunner:
+    """Deterministic 'model': next token = (sum of all context ids) % VOCAB_SIZE.
+
+    It also simulates the KV cache: it writes each new token id into its slot of every group's
+    blocks and, before sampling, reads the visible context back through the block tables and
+    checks it equals the request's tokens, so a wrong block table, a bad prefix hit or a block
+    reused too early fails loudly.
+    """
+
+    def __init__(self, config: EngineConfig, script: dict | None = None):
+        self.block_size = config.block_size
+        self.windows = [g.sliding_window for g in config.kv_cache_spec.groups]
+        self.kv = [dict() for _ in self.windows]  # group -> {block_id: [token ids]}
+        self.script = script or {}  # request_id -> list of tokens to emit instead
+        self.num_calls = 0
+        self.fail_on_call: int | None = None
+        self.batches: list[list[tuple[str, int, int]]] = []  # (request_id, start, num_tokens)
+
+    def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
+        self.num_calls += 1
+        if self.fail_on_call == self.num_calls:
+            raise RuntimeError("runner exploded")
+        bs = self.block_size
+        self.batches.append([(r.request_id, r.start_position, len(r.new_token_ids)) for r in scheduler_output.scheduled])
+        sampled, prompt_logprobs = {}, {}
+        for r in scheduler_output.scheduled:
+            end = r.start_position + len(r.new_token_ids)
+            context = list(r.prompt_token_ids) + list(r.output_token_ids)
+            assert list(r.new_token_ids) == context[r.start_position : end]
+            for g, table in enumerate(r.block_tables):
+                assert len(table) == -(-end // bs), (r.request_id, g, table, end)
+                assert 0 not in table[(max(0, r.start_position - self.windows[g] + 1) if self.windows[g] else 0) // bs :]
+                for offset, token in enumerate(r.new_token_ids):
+                    p = r.start_position + offset
+                    self.kv[g].setdefault(table[p // bs], [None] * bs)[p % bs] = token
+                first_visible = max(0, end - self.windows[g]) if self.windows[g] else 0
+                seen = [self.kv[g][table[p // bs]][p % bs] for p in range(first_visible, end)]
+                assert seen == context[first_visible:end], (r.request_id, g)
+            if r.want_prompt_logprobs:
+                prompt_logprobs[r.request_id] = [
+                    [(context[p + 1] if p + 1 < len(context) else 0, -float(p))]
+                    for p in range(r.start_position, end)
+                ]
+            if r.sample:
+                script = self.script.get(r.request_id)
+                if script is not None:
+                    token = script[len(r.output_token_ids)]
+                else:
+                    token = sum(context) % VOCAB_SIZE
+                sampled[r.request_id] = SampledToken(token, -0.5, [(token, -0.5)])
+        return RunnerOutput(sampled, prompt_logprobs)
+
+
+def expected_tokens(prompt: Sequence[int], max_tokens: int) -> list[int]:
+    """What FakeRunner generates for `prompt` without stops."""
+    context, out = list(prompt), []
+    for _ in range(max_tokens):
+        token = sum(context) % VOCAB_SIZE
+        out.append(token)
+        context.append(token)
+    return out
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def create_engine(config: EngineConfig | None = None, script=None, **kwargs) -> tuple[LLMEngine, FakeRunner]:
+    config = config or create_config(**kwargs)
+    runner = FakeRunner(config, script)
+    return LLMEngine(runner, config, FakeDetokenizer, clock=FakeClock()), runner
+
+
+def create_scheduler(config: EngineConfig | None = None, **kwargs) -> Scheduler:
+    return Scheduler(config or create_config(**kwargs), FakeDetokenizer, clock=FakeClock())
+
+
+def create_requests(num_requests, prompt_len=10, max_tokens=4, start_id=0, **params) -> list[Request]:
+    """Requests "0", "1", ... with distinct prompts [1000*i + j for j in range(prompt_len)]."""
+    sp = SamplingParams(temperature=0.0, max_tokens=max_tokens, **params)
+    return [
+        Request(str(i), [1000 * i + j for j in range(prompt_len)], sp, arrival_time=float(i))
+        for i in range(start_id, start_id + num_requests)
+    ]
+
+
+def run_to_completion(engine: LLMEngine, max_steps=10_000) -> dict:
+    """Step until idle; return request_id -> accumulated output."""
+    results = {}
+    for _ in range(max_steps):
+        if not engine.has_unfinished_requests():
+            return results
+        for out in engine.step():
+            prev = results.get(out.request_id)
+            results[out.request_id] = prev.merged_with(out) if prev else out
+    raise AssertionError("engine did not finish")
