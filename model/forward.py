@@ -73,6 +73,9 @@ class Transformer:
                 inv = (inv / weights.rope_freq_factors).astype(np.float32)
             self.inv_freqs.append(np.ascontiguousarray(inv))
 
+    def kv_groups(self) -> range:
+        return range(self.kv.spec.num_groups)
+
     def forward(self, token_ids: np.ndarray, meta: AttentionMetadata) -> np.ndarray:
         """Hidden states [T, D] (before the final norm) for token_ids [T] int32."""
         cfg = self.cfg
