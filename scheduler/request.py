@@ -94,6 +94,21 @@ class Request:
         self.output_token_ids.append(token_id)
         self._all_token_ids.append(token_id)
 
+    def add_prompt_logprobs(self, start_position: int, chunk: list) -> Optional[PromptLogprobs]:
+        """Keep a computed chunk's prompt logprobs; return all of them once the prompt is done.
+
+        Position p predicts prompt token p + 1 (the last prompt position predicts the output);
+        positions already kept (a recompute after preemption) are skipped.
+        """
+        for offset, top in enumerate(chunk):
+            position = start_position + offset
+            if position == len(self.prompt_logprobs) and position < self.num_prompt_tokens - 1:
+                self.prompt_logprobs.append(top)
+        if self.num_computed_tokens < self.num_prompt_tokens:
+            return None
+        self.prompt_logprobs_delivered = True
+        return [None] + list(self.prompt_logprobs)
+
     @property
     def is_finished(self) -> bool:
         return self.status.is_finished

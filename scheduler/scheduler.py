@@ -275,19 +275,10 @@ class Scheduler:
         return changes, finish
 
     def _collect_prompt_logprobs(self, request, scheduled, runner_output) -> Optional[list]:
-        """Keep this chunk's prompt logprobs; return all of them once the prompt is complete."""
         if not scheduled.want_prompt_logprobs:
             return None
         chunk = runner_output.prompt_logprobs.get(request.request_id, [])
-        for offset, top in enumerate(chunk):
-            position = scheduled.start_position + offset
-            # position p predicts prompt token p + 1; the last prompt position predicts output.
-            if position == len(request.prompt_logprobs) and position < request.num_prompt_tokens - 1:
-                request.prompt_logprobs.append(top)
-        if request.num_computed_tokens < request.num_prompt_tokens:
-            return None
-        request.prompt_logprobs_delivered = True
-        return [None] + list(request.prompt_logprobs)
+        return request.add_prompt_logprobs(scheduled.start_position, chunk)
 
     def _finish(self, request: Request, status: RequestStatus) -> None:
         """Mark finished, free every block, drop from the queues."""

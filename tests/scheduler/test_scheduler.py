@@ -1,10 +1,10 @@
 import pytest
 
 from scheduler.request import RequestStatus
-from scheduler.sampling_params import InvalidRequestError, SamplingParams
+from scheduler.sampling_params import InvalidRequestError
 from scheduler.scheduler import QueueFullError
 from scheduler.step_io import RunnerOutput, SampledToken
-from tests.scheduler.factories import create_config, create_requests, create_scheduler
+from tests.scheduler.factories import create_requests, create_scheduler
 
 
 def grants(output):
@@ -157,3 +157,17 @@ def test_max_tokens_zero_scores_prompt_only():
     [output] = s.update_from_output(out, RunnerOutput({}))
     assert output.finished and output.finish_reason == "length" and output.new_token_ids == []
     assert s.kv.num_used_blocks() == (0,)
+
+
+def test_priority_policy_preempts_least_important_even_if_admitted_first():
+    s = create_scheduler(scheduling_policy="priority", num_blocks=7, block_size=4, max_num_batched_tokens=64)
+    low, high = create_requests(2, prompt_len=8, max_tokens=12)
+    low.priority, high.priority = 5, 0
+    s.add_request(low)
+    run_step(s)  # low: blocks [1, 2]
+    s.add_request(high)
+    for _ in range(5):
+        run_step(s)  # low reaches position 12 first and finds no block
+    assert s.num_preemptions == 1
+    assert low.status is RequestStatus.PREEMPTED and high.status is RequestStatus.RUNNING
+    assert s.running == [high]
