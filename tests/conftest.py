@@ -1,4 +1,8 @@
-"""Shared pytest fixtures. Append new fixtures below; keep each one small."""
+"""Shared pytest fixtures. Append new fixtures below; keep each one small.
+
+The default model is fetched into $PAGEDSERVE_HOME (default ~/.cache/pagedserve) when missing, so a
+test that needs it never silently skips.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,26 @@ import os
 
 import pytest
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 
 
-def model_home() -> str:
-    """Where test models live: $PAGEDSERVE_HOME, else ~/.cache/pagedserve."""
-    return os.environ.get("PAGEDSERVE_HOME", os.path.expanduser("~/.cache/pagedserve"))
+def data_path(name: str) -> str:
+    return os.path.join(DATA_DIR, name)
 
 
 @pytest.fixture(scope="session")
-def smollm2_metadata() -> dict:
+def smollm2_path() -> str:
+    from model.model_fetch import fetch_model
+
+    return fetch_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_metadata(smollm2_path) -> dict:
     """GGUF metadata of the default SmolLM2 model, read once per test session (~2 s)."""
     from model.gguf_file import read_metadata
 
-    path = os.path.join(model_home(), SMOLLM2_FILE)
-    if not os.path.isfile(path):
-        pytest.skip(f"model file {path} not present")
-    return read_metadata(path)
+    return read_metadata(smollm2_path)
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +38,24 @@ def smollm2_tokenizer(smollm2_metadata):
     from model.tokenizer import load_tokenizer
 
     return load_tokenizer(smollm2_metadata)
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(smollm2_path):
+    """The loaded default model (weights repacked once per session)."""
+    from model.loader import load_model
+
+    return load_model(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def make_engine(smollm2_model):
+    """Factory: an engine over the session's model with the given EngineArgs overrides."""
+    from service.engine_factory import EngineArgs, build_engine
+
+    def make(**overrides):
+        args = EngineArgs(**{"num_kv_blocks": 256, "kv_cache_memory": None, **overrides})
+        engine, _ = build_engine(args, model=smollm2_model, warm_up=False)
+        return engine
+
+    return make
