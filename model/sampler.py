@@ -62,7 +62,7 @@ class Sampler:
         pres = np.fromiter((p.presence_penalty for p in params), np.float32, B)
         freq = np.fromiter((p.frequency_penalty for p in params), np.float32, B)
         seed_arr = np.fromiter(
-            ((p.seed if p.seed is not None else s) & _U64_MASK for p, s in zip(params, seeds)), np.uint64, B
+            (int(p.seed if p.seed is not None else s) & _U64_MASK for p, s in zip(params, seeds)), np.uint64, B
         )
         counters = np.fromiter((len(o) for o in output_token_ids), np.int64, B)
 
