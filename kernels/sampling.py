@@ -401,6 +401,88 @@ def _sample_sorted(x, M, inv_t, top_k, top_p, min_p, u):
 # ------------------------------------------------------------------------------------- kernels
 
 
+@jit
+def _sample_row(
+    b,
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    presence_penalty,
+    frequency_penalty,
+    penalty_token_ids,
+    penalty_offsets,
+    output_token_ids,
+    output_offsets,
+    seeds,
+    counters,
+    num_top,
+    out_ids,
+    out_logprobs,
+    out_top_ids,
+    out_top_logprobs,
+):
+    """Row b of sample_rows."""
+    V = logits.shape[1]
+    n_top = min(num_top, V)
+    width = out_top_ids.shape[1]
+    x = logits[b]
+    top_vals = out_top_logprobs[b]
+    top_ids = out_top_ids[b]
+    for j in range(width):
+        top_vals[j] = -np.inf
+        top_ids[j] = -1
+    m_raw, arg_raw, s_raw = _raw_pass(x, n_top, top_vals, top_ids)
+    lse = m_raw + math.log(s_raw)
+    for j in range(n_top):
+        top_vals[j] = np.float32(np.float64(top_vals[j]) - lse)
+
+    rep = repetition_penalty[b]
+    pres = presence_penalty[b]
+    freq = frequency_penalty[b]
+    has_pen = rep != 1.0 or pres != 0.0 or freq != 0.0
+    touched = np.empty(0, np.int32)
+    raw = np.empty(0, np.float32)
+    M = m_raw
+    arg = arg_raw
+    if has_pen:
+        if rep != 1.0:
+            pids = penalty_token_ids[penalty_offsets[b] : penalty_offsets[b + 1]]
+        else:
+            pids = penalty_token_ids[0:0]
+        oids = output_token_ids[output_offsets[b] : output_offsets[b + 1]]
+        touched, raw = _apply_penalties(x, pids, oids, rep, pres, freq)
+        if touched.shape[0] > 0:
+            M, arg = _argmax(x)
+
+    t_b = temperature[b]
+    if t_b == 0.0:
+        tok = arg
+    else:
+        u = seeded_uniform(seeds[b], counters[b])
+        inv_t = 1.0 / np.float64(t_b)
+        k_b = top_k[b]
+        p_b = top_p[b]
+        mp_b = np.float64(min_p[b])
+        if (k_b > 0 and k_b < V) or p_b < 1.0:
+            tok = _sample_sorted(x, M, inv_t, k_b, p_b, mp_b, u)
+        else:
+            total = 0.0
+            if mp_b <= 0.0 and t_b == 1.0 and touched.shape[0] == 0:
+                total = s_raw
+            tok = _sample_threshold(x, M, inv_t, mp_b, u, total)
+
+    raw_logit = x[tok]
+    if touched.shape[0] > 0:
+        k = np.searchsorted(touched, tok)
+        if k < touched.shape[0] and touched[k] == tok:
+            raw_logit = raw[k]
+    out_ids[b] = tok
+    out_logprobs[b] = np.float32(np.float64(raw_logit) - lse)
+
+
 @parallel_jit
 def sample_rows(
     logits,
@@ -435,64 +517,45 @@ def sample_rows(
     out_top_ids/out_top_logprobs [B, max(num_top, 1)]; unused slots get id -1 and -inf.
     On return, rows with penalties hold the penalized logits (temperature not applied).
     """
-    B = logits.shape[0]
-    V = logits.shape[1]
-    n_top = min(num_top, V)
-    width = out_top_ids.shape[1]
-    for b in numba.prange(B):
-        x = logits[b]
-        top_vals = out_top_logprobs[b]
-        top_ids = out_top_ids[b]
-        for j in range(width):
-            top_vals[j] = -np.inf
-            top_ids[j] = -1
-        m_raw, arg_raw, s_raw = _raw_pass(x, n_top, top_vals, top_ids)
-        lse = m_raw + math.log(s_raw)
-        for j in range(n_top):
-            top_vals[j] = np.float32(np.float64(top_vals[j]) - lse)
+    for b in numba.prange(logits.shape[0]):
+        _sample_row(
+            b, logits, temperature, top_k, top_p, min_p,
+            repetition_penalty, presence_penalty, frequency_penalty,
+            penalty_token_ids, penalty_offsets, output_token_ids, output_offsets,
+            seeds, counters, num_top, out_ids, out_logprobs, out_top_ids, out_top_logprobs,
+        )  # fmt: skip
 
-        rep = repetition_penalty[b]
-        pres = presence_penalty[b]
-        freq = frequency_penalty[b]
-        has_pen = rep != 1.0 or pres != 0.0 or freq != 0.0
-        touched = np.empty(0, np.int32)
-        raw = np.empty(0, np.float32)
-        M = m_raw
-        arg = arg_raw
-        if has_pen:
-            if rep != 1.0:
-                pids = penalty_token_ids[penalty_offsets[b] : penalty_offsets[b + 1]]
-            else:
-                pids = penalty_token_ids[0:0]
-            oids = output_token_ids[output_offsets[b] : output_offsets[b + 1]]
-            touched, raw = _apply_penalties(x, pids, oids, rep, pres, freq)
-            if touched.shape[0] > 0:
-                M, arg = _argmax(x)
 
-        t_b = temperature[b]
-        if t_b == 0.0:
-            tok = arg
-        else:
-            u = seeded_uniform(seeds[b], counters[b])
-            inv_t = 1.0 / np.float64(t_b)
-            k_b = top_k[b]
-            p_b = top_p[b]
-            mp_b = np.float64(min_p[b])
-            if (k_b > 0 and k_b < V) or p_b < 1.0:
-                tok = _sample_sorted(x, M, inv_t, k_b, p_b, mp_b, u)
-            else:
-                total = 0.0
-                if mp_b <= 0.0 and t_b == 1.0 and touched.shape[0] == 0:
-                    total = s_raw
-                tok = _sample_threshold(x, M, inv_t, mp_b, u, total)
-
-        raw_logit = x[tok]
-        if touched.shape[0] > 0:
-            k = np.searchsorted(touched, tok)
-            if k < touched.shape[0] and touched[k] == tok:
-                raw_logit = raw[k]
-        out_ids[b] = tok
-        out_logprobs[b] = np.float32(np.float64(raw_logit) - lse)
+@jit
+def sample_rows_serial(
+    logits,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    presence_penalty,
+    frequency_penalty,
+    penalty_token_ids,
+    penalty_offsets,
+    output_token_ids,
+    output_offsets,
+    seeds,
+    counters,
+    num_top,
+    out_ids,
+    out_logprobs,
+    out_top_ids,
+    out_top_logprobs,
+):
+    """sample_rows on the calling thread only (B == 1 or tiny batches: no thread-pool wake-up)."""
+    for b in range(logits.shape[0]):
+        _sample_row(
+            b, logits, temperature, top_k, top_p, min_p,
+            repetition_penalty, presence_penalty, frequency_penalty,
+            penalty_token_ids, penalty_offsets, output_token_ids, output_offsets,
+            seeds, counters, num_top, out_ids, out_logprobs, out_top_ids, out_top_logprobs,
+        )  # fmt: skip
 
 
 @parallel_jit

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kernels.sampling import log_softmax_topk, sample_rows
+from kernels.sampling import log_softmax_topk, sample_rows, sample_rows_serial
 from scheduler.sampling_params import SamplingParams
 from scheduler.step_io import SampledToken
 
@@ -81,7 +81,9 @@ class Sampler:
         out_lp = np.empty(B, np.float32)
         out_top_ids = np.empty((B, width), np.int32)
         out_top_lp = np.empty((B, width), np.float32)
-        sample_rows(
+        # One row (or a tiny batch): stay on this thread, waking the pool costs more than it saves.
+        kernel = sample_rows_serial if B == 1 or B * logits.shape[1] <= 1 << 16 else sample_rows
+        kernel(
             logits, temperature, top_k, top_p, min_p, rep, pres, freq,
             pen_ids, pen_off, out_ids_packed, out_off,
             seed_arr, counters, num_top,

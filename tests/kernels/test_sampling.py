@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.sampling import log_softmax_topk, sample_rows, seeded_uniform
+from kernels.sampling import log_softmax_topk, sample_rows, sample_rows_serial, seeded_uniform
 
 # ----------------------------------------------------------------------------- NumPy references
 
@@ -79,6 +79,7 @@ def run(
     seeds=0,
     counters=0,
     num_top=0,
+    kernel=sample_rows,
 ):
     """Call sample_rows with per-row scalars or arrays; returns (ids, logprobs, top_ids, top_lps)."""
     logits = np.ascontiguousarray(logits, np.float32)  # float32 input is modified in place
@@ -102,7 +103,7 @@ def run(
     out_lp = np.empty(B, np.float32)
     out_tid = np.empty((B, width), np.int32)
     out_tlp = np.empty((B, width), np.float32)
-    sample_rows(
+    kernel(
         logits,
         col(temperature, np.float32),
         col(top_k, np.int32),
@@ -407,3 +408,25 @@ def test_log_softmax_topk(V, k):
         np.testing.assert_array_equal(ids[b, :n], order)
         np.testing.assert_allclose(lps[b, :n], ref[b, order], atol=1e-5)
         assert (ids[b, n:] == -1).all() and (lps[b, n:] == -np.inf).all()
+
+
+def test_serial_kernel_matches_parallel():
+    V = 1000
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((12, V)) * 2).astype(np.float32)
+    kw = dict(
+        temperature=np.array([0, 1, 0.7, 1.2] * 3, np.float32),
+        top_k=np.array([0, 0, 40, 0, 200, 0] * 2, np.int32),
+        top_p=np.array([1, 0.9, 1, 0.8] * 3, np.float32),
+        min_p=np.array([0, 0, 0.05] * 4, np.float32),
+        rep=np.array([1, 1.2] * 6, np.float32),
+        prompts=[rng.integers(0, V, 8).tolist() for _ in range(12)],
+        outputs=[rng.integers(0, V, 4).tolist() for _ in range(12)],
+        seeds=np.arange(12, dtype=np.uint64),
+        counters=7,
+        num_top=3,
+    )
+    a = run(x.copy(), **kw)
+    b = run(x.copy(), kernel=sample_rows_serial, **kw)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
