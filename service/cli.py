@@ -84,12 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perplexity)
 
-    try:
-        from service.cli_serve import add_serve_parsers
+    from service.cli_serve import add_serve_parsers
 
-        add_serve_parsers(sub, add_engine_arguments)
-    except ImportError:  # the gRPC service is optional until its stubs exist
-        pass
+    add_serve_parsers(sub, add_engine_arguments)
 
     ns = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
