@@ -62,13 +62,17 @@ class ModelConfig:
         return self.layer_windows[layer] if self.layer_windows else 0
 
     def rope_inv_freq(self, layer: int) -> np.ndarray:
-        """[rope_dim / 2] float32 inverse frequencies of `layer` (linear scaling folded in)."""
+        """[rope_dim / 2] float32 inverse frequencies of `layer` (linear scaling folded in).
+
+        Gemma 3 local layers use `rope_base_local` and no scaling (llama.cpp's swa rope settings).
+        """
         base = self.rope_base
-        if self.rope_base_local is not None and self.window_of_layer(layer) > 0:
+        local = self.rope_base_local is not None and self.window_of_layer(layer) > 0
+        if local:
             base = self.rope_base_local
         exponents = np.arange(0, self.rope_dim, 2, dtype=np.int64).astype(np.float32) / self.rope_dim
         inv_freq = (1.0 / (base ** exponents.astype(np.float64))).astype(np.float32)
-        if self.rope_linear_factor != 1.0:
+        if self.rope_linear_factor != 1.0 and not local:
             inv_freq = (inv_freq / np.float32(self.rope_linear_factor)).astype(np.float32)
         return inv_freq
 
