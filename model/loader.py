@@ -38,6 +38,10 @@ def load_model(path: str) -> LoadedModel:
     embd = gguf.tensors.get("token_embd.weight")
     if embd is None:
         raise ModelLoadError(f"{path}: missing tensor 'token_embd.weight'")
+    if len(embd.shape) != 2 or embd.shape[0] != tokenizer.vocab_size:
+        # as llama.cpp: other ids could be sampled but not detokenized, or tokenized but not embedded
+        raise ModelLoadError(f"{path}: tensor 'token_embd.weight' has shape {embd.shape}, expected "
+                             f"{tokenizer.vocab_size} rows (one per tokenizer token)")
     config = config_from_metadata(meta, dominant_format(gguf), vocab_size=embd.shape[0])
     try:
         weights = load_weights(gguf, config)
