@@ -54,8 +54,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         server = PagedServeServer(options)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        def on_signal():
+            if stop.is_set():  # a second signal: stop waiting for in-flight streams
+                log.warning("second signal: cancelling in-flight streams")
+                server.servicer.end_grace()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await server.start()
         warm = asyncio.ensure_future(server.build_and_attach(lambda: build_engine(engine_args, warm_up=True)))
         stopping = asyncio.ensure_future(stop.wait())

@@ -3,7 +3,7 @@
 The engine computes in its own thread (the kernels release the GIL), so the asyncio loop keeps
 serving while a step runs. A stream registers a queue before it adds its request, so no output
 can be missed; the thread delivers with `loop.call_soon_threadsafe` because asyncio queues are not
-thread-safe. Outputs of requests nobody registered (warm-up, offline callers) are dropped.
+thread-safe. Outputs of requests no stream listens to (any more) only feed the metrics.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Optional
 
 from scheduler.engine import LLMEngine
 from scheduler.request import RequestOutput
-from scheduler.sampling_params import InvalidRequestError
-from service.errors import EngineFailure
+from service.errors import EngineFailure, RequestIdInUse
 from service.metrics import ServerMetrics
 
 log = logging.getLogger("pagedserve.engine_loop")
@@ -57,12 +56,12 @@ class EngineLoop:
     def open_stream(self, request_id: str) -> asyncio.Queue:
         """A fresh queue for the outputs of `request_id`; call before adding the request.
 
-        Raises InvalidRequestError("request_id") when another stream holds that id.
+        Raises RequestIdInUse when another stream holds that id.
         """
         queue: asyncio.Queue = asyncio.Queue()
         with self._queues_lock:
             if request_id in self._queues:
-                raise InvalidRequestError("request_id", f"request id {request_id!r} is already in use")
+                raise RequestIdInUse(request_id)
             self._queues[request_id] = queue
         return queue
 
@@ -94,13 +93,12 @@ class EngineLoop:
                 self._deliver(output)
 
     def _deliver(self, item: RequestOutput) -> None:
+        if self._metrics is not None:  # also for closed streams: a cancelled request still finished
+            self._metrics.observe_output(item)
         with self._queues_lock:
             queue = self._queues.get(item.request_id)
-        if queue is None:
-            return
-        if self._metrics is not None:
-            self._metrics.observe_output(item)
-        self._put(queue, item)
+        if queue is not None:
+            self._put(queue, item)
 
     def _put(self, queue: asyncio.Queue, item) -> None:
         try:

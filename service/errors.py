@@ -30,6 +30,13 @@ def unavailable(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message)
 
 
+class RequestIdInUse(InvalidRequestError):
+    """Another open stream holds this request id (ALREADY_EXISTS: the input is fine, the timing not)."""
+
+    def __init__(self, request_id: str):
+        super().__init__("request_id", f"request_id: request id {request_id!r} is already in use")
+
+
 class EngineFailure(Exception):
     """The engine failed while computing this request (the request finished with "error")."""
 
@@ -38,14 +45,12 @@ def status_of(exc: BaseException, request_id: Optional[str] = None) -> tuple[grp
     """The (code, message) a call that raised `exc` ends with. Logs the unexpected ones."""
     if isinstance(exc, ServiceError):
         return exc.code, str(exc)
+    if isinstance(exc, RequestIdInUse):
+        return grpc.StatusCode.ALREADY_EXISTS, str(exc)
     if isinstance(exc, InvalidRequestError):
-        if exc.field == "request_id":  # the only refusal that is about state, not the input
-            return grpc.StatusCode.ALREADY_EXISTS, str(exc)
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, asyncio.TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request finished"
     if isinstance(exc, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED, "the call was cancelled"
     if isinstance(exc, EngineFailure):

@@ -150,7 +150,10 @@ class PagedServeServer:
 
     async def stop(self, grace_seconds: Optional[float] = None) -> None:
         """Drain and stop; idempotent. In-flight streams get `grace_seconds` (default: options')."""
-        if self._server is None or self.servicer.draining:
+        if self._server is None:
+            self._stopped.set()
+            return
+        if self.servicer.draining:
             await self._stopped.wait()
             return
         grace = self.options.grace_seconds if grace_seconds is None else grace_seconds
@@ -161,7 +164,7 @@ class PagedServeServer:
         self.servicer.draining = True
         finished = await self.servicer.wait_for_streams(grace)
         if not finished:
-            log.warning("%d streams still open after %.1f s; cancelling them",
+            log.warning("%d streams still open (grace %.1f s); cancelling them",
                         self.servicer.num_active_streams, grace)
         await self._server.stop(max(0.0, grace - (time.monotonic() - started)) if finished else 0)
         if self.engine_loop is not None:

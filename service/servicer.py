@@ -67,6 +67,10 @@ def generate_response(output: RequestOutput, request_id: str) -> pb.GenerateResp
     return response
 
 
+def _deadline_exceeded() -> ServiceError:
+    return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request finished")
+
+
 class PagedServeServicer(pb_grpc.PagedServeServicer):
     """Serves nothing (UNAVAILABLE) until `backend` is set, and again once `draining` is set."""
 
@@ -85,6 +89,10 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         except asyncio.TimeoutError:
             pass
         return self.num_active_streams == 0
+
+    def end_grace(self) -> None:
+        """Make a pending `wait_for_streams` return now (a second shutdown signal)."""
+        self._streams_done.set()
 
     def _ready(self, allow_draining: bool = False) -> Backend:
         if self.draining and not allow_draining:
@@ -113,6 +121,11 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             async for response in self._stream(backend, checked, request_id, context):
                 yield response
         except (Exception, asyncio.CancelledError) as exc:
+            remaining = context.time_remaining()
+            if isinstance(exc, asyncio.CancelledError) and remaining is not None and remaining <= 0:
+                # gRPC cancels the handler itself when the deadline passes: count it as what it is
+                self.metrics.count_error("Generate", grpc.StatusCode.DEADLINE_EXCEEDED.name)
+                raise
             await self._fail(context, "Generate", exc, request_id)
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -120,7 +133,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
     async def _stream(self, backend: Backend, checked: rv.EngineRequest, request_id: str, context):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            raise asyncio.TimeoutError()  # never start a request nobody waits for
+            raise _deadline_exceeded()  # never start a request nobody waits for any more
         loop = backend.engine_loop
         if not loop.is_running:
             raise unavailable("the engine is stopped")
@@ -132,7 +145,10 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             loop.engine.add_request(checked.prompt_token_ids, checked.params, request_id, checked.priority)
             added = True
             while not finished:
-                item = await asyncio.wait_for(queue.get(), context.time_remaining())
+                try:
+                    item = await asyncio.wait_for(queue.get(), context.time_remaining())
+                except asyncio.TimeoutError:
+                    raise _deadline_exceeded() from None
                 while not isinstance(item, EngineFailure) and not item.finished and not queue.empty():
                     later = queue.get_nowait()  # the client fell behind: send one merged response
                     item = later if isinstance(later, EngineFailure) else item.merged_with(later)

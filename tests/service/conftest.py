@@ -50,17 +50,22 @@ class ServerThread:
         stub = health_pb2_grpc.HealthStub(self.client.channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
+    def scrape_families(self) -> list:
+        """The metrics endpoint parsed by prometheus_client's own parser."""
+        url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
+        return list(text_string_to_metric_families(urllib.request.urlopen(url, timeout=5).read().decode()))
+
     def scrape(self) -> dict[str, dict[tuple, float]]:
         """The metrics endpoint parsed: sample name -> {sorted label items: value}."""
-        url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
         samples: dict[str, dict[tuple, float]] = {}
-        for family in text_string_to_metric_families(text):
+        for family in self.scrape_families():
             for s in family.samples:
                 samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
         return samples
 
     def close(self) -> None:
+        if self.loop.is_closed():
+            return
         self.client.close()
         self.call(self.server.stop(0))
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -104,6 +104,8 @@ def test_waiting_request_cancel_deadline_queue_full_and_abort(tight):
     wait_until(lambda: tight.engine.stats().num_waiting == 0 and num_aborted(tight) == aborted + 2)
     assert tight.engine.stats().num_prefix_queried_tokens == queried  # never admitted
     assert tight.engine.stats().num_running == 1
+    errors = tight.scrape()["pagedserve_request_errors_total"]
+    assert errors[(("code", "DEADLINE_EXCEEDED"), ("method", "Generate"))] == 1
 
     # Abort from another call ends the running stream with finish reason ABORT.
     steps = tight.engine.stats().num_steps

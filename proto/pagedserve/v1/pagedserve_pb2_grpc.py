@@ -28,10 +28,12 @@ if _version_not_supported:
 class PagedServeStub:
     """One model served with continuous batching over a paged KV cache.
 
-    Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown.
+    Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown (Abort
+    still works while draining).
     Generate may also fail with INVALID_ARGUMENT (the message names the field and the limit),
     ALREADY_EXISTS (client request id in use), RESOURCE_EXHAUSTED (waiting queue full; retry
-    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (a server bug; logged with the request id).
+    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (the engine failed while computing the
+    request, or a server bug; logged with the request id). One request's failure never ends another.
     """
 
     def __init__(self, channel):
@@ -70,10 +72,12 @@ class PagedServeStub:
 class PagedServeServicer:
     """One model served with continuous batching over a paged KV cache.
 
-    Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown.
+    Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown (Abort
+    still works while draining).
     Generate may also fail with INVALID_ARGUMENT (the message names the field and the limit),
     ALREADY_EXISTS (client request id in use), RESOURCE_EXHAUSTED (waiting queue full; retry
-    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (a server bug; logged with the request id).
+    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (the engine failed while computing the
+    request, or a server bug; logged with the request id). One request's failure never ends another.
     """
 
     def Generate(self, request, context):
@@ -154,10 +158,12 @@ def add_PagedServeServicer_to_server(servicer, server):
 class PagedServe:
     """One model served with continuous batching over a paged KV cache.
 
-    Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown.
+    Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown (Abort
+    still works while draining).
     Generate may also fail with INVALID_ARGUMENT (the message names the field and the limit),
     ALREADY_EXISTS (client request id in use), RESOURCE_EXHAUSTED (waiting queue full; retry
-    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (a server bug; logged with the request id).
+    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (the engine failed while computing the
+    request, or a server bug; logged with the request id). One request's failure never ends another.
     """
 
     @staticmethod

@@ -1,0 +1,89 @@
+"""The metrics endpoint, scraped and parsed, agrees with the engine; the dashboard uses real names."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from service.metrics import FINISH_REASONS
+from tests.service.conftest import wait_until
+
+DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "service", "grafana_dashboard.json")
+
+
+def value(samples, name, **labels) -> float:
+    return samples[name][tuple(sorted(labels.items()))]
+
+
+def test_scraped_metrics_agree_with_engine_stats(served):
+    list(served.client.generate(served.client.build_request([1, 2, 3, 4], temperature=0.0, max_tokens=3)))
+    wait_until(lambda: served.engine.stats().num_running == 0 and served.engine.stats().num_waiting == 0)
+    stats = served.engine.stats()
+    samples = served.scrape()
+    spec = served.engine.config.kv_cache_spec
+    g0 = {"group": "0"}
+    assert value(samples, "pagedserve_kv_cache_capacity_blocks", **g0) == stats.num_blocks_total[0] == 255
+    assert value(samples, "pagedserve_kv_cache_used_blocks", **g0) == stats.num_blocks_used[0] == 0
+    assert value(samples, "pagedserve_kv_cache_usage_ratio") == stats.kv_cache_usage
+    assert value(samples, "pagedserve_kv_cache_block_size_bytes", **g0) == spec.bytes_per_block[0]
+    assert value(samples, "pagedserve_kv_cache_info", kv_dtype="f32", block_size_tokens="16", num_groups="1") == 1
+    assert value(samples, "pagedserve_kv_cache_window_freed_blocks_total") == stats.num_window_freed_blocks
+    assert value(samples, "pagedserve_prefix_cache_queried_tokens_total") == stats.num_prefix_queried_tokens > 0
+    assert value(samples, "pagedserve_prefix_cache_hit_tokens_total") == stats.num_prefix_hit_tokens
+    assert value(samples, "pagedserve_preemptions_total") == stats.num_preemptions
+    assert value(samples, "pagedserve_requests_running") == stats.num_running
+    assert value(samples, "pagedserve_requests_waiting") == stats.num_waiting
+    assert value(samples, "pagedserve_engine_steps_total") == stats.num_steps
+    for reason in FINISH_REASONS:
+        assert value(samples, "pagedserve_requests_finished_total", reason=reason) == \
+            stats.num_finished_by_reason.get(reason, 0)
+    for family in served.scrape_families():
+        assert family.name.startswith("pagedserve_"), family.name
+
+
+def test_request_metrics_count_one_request_exactly(served):
+    before = served.scrape()
+    prompt = [1, 700, 800, 900, 1000]
+    list(served.client.generate(served.client.build_request(prompt, temperature=0.0, max_tokens=5, ignore_eos=True)))
+    after = served.scrape()
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("pagedserve_generation_tokens_total") == 5
+    assert delta("pagedserve_prompt_tokens_total") == len(prompt)
+    assert delta("pagedserve_time_to_first_token_seconds_count") == 1
+    assert delta("pagedserve_request_queue_time_seconds_count") == 1
+    assert delta("pagedserve_e2e_request_latency_seconds_count") == 1
+    assert delta("pagedserve_inter_token_latency_seconds_count") == 4
+    assert delta("pagedserve_requests_finished_total", reason="length") == 1
+    assert delta("pagedserve_step_batch_tokens_count") >= 5
+    assert delta("pagedserve_step_batch_tokens_sum") >= len(prompt) + 4
+    assert delta("pagedserve_step_duration_seconds_sum") > 0
+    ttft = delta("pagedserve_time_to_first_token_seconds_sum")
+    assert 0 < ttft <= delta("pagedserve_e2e_request_latency_seconds_sum")
+
+
+def test_metrics_registry_is_per_server(served, start_server):
+    other = start_server(num_kv_blocks=32)
+    assert other.server.metrics.registry is not served.server.metrics.registry
+    assert value(other.scrape(), "pagedserve_kv_cache_capacity_blocks", group="0") == 31
+    assert value(served.scrape(), "pagedserve_kv_cache_capacity_blocks", group="0") == 255
+    other.close()
+
+
+def test_grafana_dashboard_is_valid_and_uses_exported_names(served):
+    with open(DASHBOARD, encoding="utf-8") as f:
+        dashboard = json.load(f)
+    inputs = {i["name"]: i for i in dashboard["__inputs"]}
+    assert inputs["DS_PROMETHEUS"]["type"] == "datasource" and inputs["DS_PROMETHEUS"]["pluginId"] == "prometheus"
+    families = {family.name for family in served.scrape_families()}
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("kv cache", "throughput", "time to first token", "queue"):
+        assert topic in titles
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        for target in panel["targets"]:
+            for name in re.findall(r"pagedserve_\w+", target["expr"]):
+                assert re.sub(r"_(total|bucket|sum|count)$", "", name) in families, name
