@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
@@ -67,7 +66,7 @@ class PagedServeServer:
         self.options = options
         self.metrics = ServerMetrics(lambda: self.engine)
         self.servicer = PagedServeServicer(self.metrics)
-        self.health = HealthServicer()
+        self.health = health.aio.HealthServicer()
         self.engine: Optional[LLMEngine] = None
         self.engine_loop: Optional[EngineLoop] = None
         self.port: Optional[int] = None

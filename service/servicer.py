@@ -18,6 +18,7 @@ from model.loader import LoadedModel
 from proto.pagedserve.v1 import pagedserve_pb2 as pb
 from proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from scheduler.request import RequestOutput
+from scheduler.sampling_params import InvalidRequestError
 from service import request_validation as rv
 from service.engine_loop import EngineLoop
 from service.errors import EngineFailure, ServiceError, status_of, unavailable
@@ -172,7 +173,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             tokenizer = self._ready().model.tokenizer
             kind = request.WhichOneof("input")
             if kind is None:
-                raise rv.InvalidRequestError("input", "input: give one of text or chat")
+                raise InvalidRequestError("input", "input: give one of text or chat")
             if kind == "chat":
                 ids = rv.render_chat(tokenizer, request.chat)
             else:
@@ -203,7 +204,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         try:
             backend = self._ready(allow_draining=True)  # aborting helps a drain finish
             if not request.request_id:
-                raise rv.InvalidRequestError("request_id", "request_id: give the id of the request to abort")
+                raise InvalidRequestError("request_id", "request_id: give the id of the request to abort")
             return pb.AbortResponse(aborted=backend.engine_loop.engine.abort_request(request.request_id))
         except Exception as exc:
             await self._fail(context, "Abort", exc)
