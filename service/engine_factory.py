@@ -36,6 +36,7 @@ class EngineArgs:
     max_waiting: int = 1024
     max_model_len: int | None = None
     threads: int | None = None
+    scheduling_policy: str = "fcfs"
     seed: int = 0
 
 
@@ -55,6 +56,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-waiting", type=int, default=1024)
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="compute threads (default: all cores)")
+    parser.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default="fcfs",
+                        help="waiting-queue order: first come first served, or by request priority")
 
 
 def engine_args_from(ns: argparse.Namespace) -> EngineArgs:
@@ -66,7 +69,7 @@ def engine_args_from(ns: argparse.Namespace) -> EngineArgs:
         block_size=ns.block_size, sliding_window=ns.sliding_window,
         enable_prefix_caching=not ns.no_prefix_cache, max_num_batched_tokens=ns.max_num_batched_tokens,
         max_num_seqs=ns.max_num_seqs, max_waiting=ns.max_waiting, max_model_len=ns.max_model_len,
-        threads=ns.threads,
+        threads=ns.threads, scheduling_policy=ns.scheduling_policy,
     )
 
 
@@ -111,6 +114,7 @@ def build_engine(args: EngineArgs, model: LoadedModel | None = None, warm_up: bo
         max_waiting=args.max_waiting,
         enable_prefix_caching=args.enable_prefix_caching,
         stop_ids=model.tokenizer.stop_ids,
+        scheduling_policy=args.scheduling_policy,
     )
     runner = ModelRunnerImpl(model, spec, seed=args.seed)
     tokenizer = model.tokenizer
