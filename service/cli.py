@@ -1,4 +1,4 @@
-"""`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, serve, client."""
+"""`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, serve, client, loadtest."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ def cmd_perplexity(ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loadtest"]:  # its own parser (loadtest/cli.py) takes every argument after it
+        from loadtest.cli import main as loadtest_main
+
+        return loadtest_main(argv[1:])
     from service.engine_factory import add_engine_arguments
 
     parser = argparse.ArgumentParser(prog="pagedserve", description=__doc__)
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.cli_serve import add_serve_parsers
 
     add_serve_parsers(sub, add_engine_arguments)
+    sub.add_parser("loadtest", add_help=False, help="load-test a server (pagedserve loadtest --help)")
 
     ns = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
