@@ -83,7 +83,8 @@ def plot_latency(result: dict, path: str) -> str:
 def _cdf(ax, values_ms: list[float], label: str) -> None:
     if values_ms:
         v = np.sort(np.asarray(values_ms))
-        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=label)
+        # An empirical CDF is a step function: 0 left of the smallest sample, 1 from the largest.
+        ax.step(np.concatenate(([v[0]], v)), np.arange(0, v.size + 1) / v.size, where="post", label=label)
 
 
 def plot_distributions(result: dict, path: str) -> str:
