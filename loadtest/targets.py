@@ -16,8 +16,12 @@ import time
 from typing import Optional
 from urllib.parse import urlsplit
 
+import grpc
+
 from loadtest.stats import RequestRecord
 from loadtest.workloads import Prepared
+from proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
+from service.client import PagedServeClient
 
 FINISH_NAMES = {1: "stop", 2: "length", 3: "abort"}
 
@@ -28,17 +32,13 @@ class GrpcTarget:
     kind = "grpc"
 
     def __init__(self, address: str, temperature: float = 0.0, ignore_eos: bool = False, timeout: float = 600.0):
-        from service.client import PagedServeClient  # blocking client for setup calls only
-
         self.address, self.temperature, self.ignore_eos, self.timeout = address, temperature, ignore_eos, timeout
-        self._setup = PagedServeClient(address)
+        self._setup = PagedServeClient(address)  # blocking client, for setup calls only
         self._channel = None
         self._stub = None
 
     def describe(self) -> dict:
         """Model facts for the report (waits up to 30 s for the server)."""
-        import grpc
-
         try:
             self._setup.wait_ready(30.0)
             info = self._setup.model_info()
@@ -52,10 +52,6 @@ class GrpcTarget:
         return self._setup.tokenize(text, add_special_tokens=add_special)
 
     async def start(self) -> None:
-        import grpc
-
-        from proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
-
         self._channel = grpc.aio.insecure_channel(self.address, options=[
             ("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)])
         self._stub = pb_grpc.PagedServeStub(self._channel)
@@ -67,10 +63,6 @@ class GrpcTarget:
 
     async def generate(self, req: Prepared) -> RequestRecord:
         """Stream one Generate call; a response with token ids is one arrival."""
-        import grpc
-
-        from service.client import PagedServeClient
-
         prompt = req.prompt_ids if req.prompt_ids is not None else (req.messages or req.text)
         request = PagedServeClient.build_request(prompt, chat=req.messages is not None, max_tokens=req.spec.max_tokens,
                                                  temperature=self.temperature, ignore_eos=self.ignore_eos)
@@ -220,7 +212,8 @@ class OpenAITarget:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             data = json.dumps(body).encode()
-            writer.write(f"POST {self.base}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+            writer.write(f"POST {self.base}{path} HTTP/1.1\r\nHost: {host}:{self.port}\r\n"
                          f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
                          f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
             await writer.drain()
