@@ -12,3 +12,10 @@ import numba
 # fastmath is left off on purpose: reductions must stay deterministic and batch-invariant.
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 parallel_jit = numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+
+# Only floating-point contraction (a * b + c -> fma) for kernels written so that every update is a
+# single `acc += a * b` statement: there is then exactly one way to contract each statement, the
+# same in every specialisation, so results stay deterministic and batch invariant.
+contract_jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+contract_parallel_jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+                                   parallel=True)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.quant_matmul import matmul_q4, matmul_q8
+from kernels.quant_matmul import TILE, matmul_q4, matmul_q8
 from model.gguf_file import GGUFTensor, ModelLoadError
 from model.weight_formats import FLOAT_FORMATS, QUANT_FORMATS, decode_blocks, dequantize
 
-TILE = 64  # output rows per tile: long enough for LLVM to vectorize the lane loop
 
 
 @dataclass(frozen=True)
