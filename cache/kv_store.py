@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.kv_cache_spec import KVCacheSpec
+from kernels.kv_cache_write import kv_cache_shapes
 
 _NUMPY_DTYPE = {"f32": np.float32, "int8": np.int8}
 
@@ -15,9 +16,9 @@ _NUMPY_DTYPE = {"f32": np.float32, "int8": np.int8}
 class LayerKV:
     """One layer's view of its group's arrays (no copy)."""
 
-    k: np.ndarray  # [num_blocks, block_size, Hkv, Dh]
-    v: np.ndarray  # [num_blocks, block_size, Hkv, Dh]
-    k_scale: np.ndarray | None  # [num_blocks, block_size, Hkv] f32 (int8 only)
+    k: np.ndarray  # [num_blocks, Hkv, Dh, block_size] (K transposed per block: see kernels.kv_cache_write)
+    v: np.ndarray  # [num_blocks, Hkv, block_size, Dh]
+    k_scale: np.ndarray | None  # [num_blocks, Hkv, block_size] f32 (int8 only)
     v_scale: np.ndarray | None
     group: int  # the group whose block table and slot mapping address this layer
     sliding_window: int  # 0 = full attention
@@ -34,16 +35,17 @@ class KVStore:
             )
         self.spec = spec
         dtype = _NUMPY_DTYPE[spec.kv_dtype]
-        shape_tail = (spec.num_blocks, spec.block_size, spec.num_kv_heads, spec.head_dim)
+        k_tail, v_tail, scale_tail = kv_cache_shapes(spec.num_blocks, spec.block_size, spec.num_kv_heads,
+                                                     spec.head_dim)
         self.layers: dict[int, LayerKV] = {}
         for g, group in enumerate(spec.groups):
             n = len(group.layer_ids)
-            k = np.zeros((n,) + shape_tail, dtype=dtype)
-            v = np.zeros((n,) + shape_tail, dtype=dtype)
+            k = np.zeros((n,) + k_tail, dtype=dtype)
+            v = np.zeros((n,) + v_tail, dtype=dtype)
             ks = vs = None
             if spec.kv_dtype == "int8":
-                ks = np.zeros((n,) + shape_tail[:3], dtype=np.float32)
-                vs = np.zeros((n,) + shape_tail[:3], dtype=np.float32)
+                ks = np.zeros((n,) + scale_tail, dtype=np.float32)
+                vs = np.zeros((n,) + scale_tail, dtype=np.float32)
             for i, layer in enumerate(group.layer_ids):
                 self.layers[layer] = LayerKV(
                     k[i], v[i], None if ks is None else ks[i], None if vs is None else vs[i],

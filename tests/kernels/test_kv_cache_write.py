@@ -1,11 +1,12 @@
-"""write_kv / write_kv_int8: slot addressing, padding skip, exact quantisation recipe."""
+"""write_kv / write_kv_int8: slot addressing, padding skip, exact quantisation recipe, cache layout
+(K transposed per block [num_blocks, Hkv, Dh, block_size], V [num_blocks, Hkv, block_size, Dh])."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kernels.kv_cache_write import write_kv, write_kv_int8
+from kernels.kv_cache_write import kv_cache_shapes, write_kv, write_kv_int8
 
 
 def _case(seed, n_tok, n_kv, head_dim, n_blocks, block_size):
@@ -17,20 +18,44 @@ def _case(seed, n_tok, n_kv, head_dim, n_blocks, block_size):
     return k, v, slots
 
 
+def by_slot(k_cache, v_cache):
+    """Caches in their kernel layout -> per-slot views [num_blocks * block_size, Hkv, Dh] (copies)."""
+    n_kv, head_dim = k_cache.shape[1], k_cache.shape[2]
+    return (
+        k_cache.transpose(0, 3, 1, 2).reshape(-1, n_kv, head_dim),
+        v_cache.transpose(0, 2, 1, 3).reshape(-1, n_kv, head_dim),
+    )
+
+
+def test_layout():
+    assert kv_cache_shapes(10, 16, 3, 64) == ((10, 3, 64, 16), (10, 3, 16, 64), (10, 3, 16))
+    k = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # [T=2, Hkv=3, Dh=4]
+    k_shape, v_shape, _ = kv_cache_shapes(3, 5, 3, 4)
+    k_cache, v_cache = np.zeros(k_shape, np.float32), np.zeros(v_shape, np.float32)
+    write_kv(k, -k, np.array([7, 14], np.int64), k_cache, v_cache)  # block 1 offset 2, block 2 offset 4
+    np.testing.assert_array_equal(k_cache[1, :, :, 2], k[0])
+    np.testing.assert_array_equal(k_cache[2, :, :, 4], k[1])
+    np.testing.assert_array_equal(v_cache[1, :, 2, :], -k[0])
+    np.testing.assert_array_equal(v_cache[2, :, 4, :], -k[1])
+    assert np.count_nonzero(k_cache) == k.size - 1  # k[0, 0, 0] == 0
+
+
 @pytest.mark.parametrize("block_size,n_kv,head_dim", [(1, 1, 8), (3, 2, 64), (16, 3, 64)])
 def test_write_kv_f32(block_size, n_kv, head_dim):
     n_blocks = 12
     k, v, slots = _case(block_size, 10, n_kv, head_dim, n_blocks, block_size)
-    k_cache = np.full((n_blocks, block_size, n_kv, head_dim), 7.0, np.float32)
-    v_cache = k_cache.copy()
+    k_shape, v_shape, _ = kv_cache_shapes(n_blocks, block_size, n_kv, head_dim)
+    k_cache = np.full(k_shape, 7.0, np.float32)
+    v_cache = np.full(v_shape, 7.0, np.float32)
     write_kv(k, v, slots, k_cache, v_cache)
-    ref_k = np.full_like(k_cache, 7.0).reshape(-1, n_kv, head_dim)
+    ref_k = np.full((n_blocks * block_size, n_kv, head_dim), 7.0, np.float32)
     ref_v = ref_k.copy()
     keep = slots >= 0
     ref_k[slots[keep]] = k[keep]
     ref_v[slots[keep]] = v[keep]
-    np.testing.assert_array_equal(k_cache.reshape(ref_k.shape), ref_k)
-    np.testing.assert_array_equal(v_cache.reshape(ref_v.shape), ref_v)
+    got_k, got_v = by_slot(k_cache, v_cache)
+    np.testing.assert_array_equal(got_k, ref_k)
+    np.testing.assert_array_equal(got_v, ref_v)
 
 
 def ref_quant(x):
@@ -48,15 +73,15 @@ def test_write_kv_int8(block_size, n_kv, head_dim):
     n_blocks = 12
     k, v, slots = _case(100 + block_size, 10, n_kv, head_dim, n_blocks, block_size)
     k[1, 0] = 0.0  # all-zero row: scale 0, values 0
-    shape = (n_blocks, block_size, n_kv, head_dim)
-    k_cache, v_cache = np.full(shape, 5, np.int8), np.full(shape, 5, np.int8)
-    k_scale, v_scale = np.full(shape[:3], -1, np.float32), np.full(shape[:3], -1, np.float32)
+    k_shape, v_shape, s_shape = kv_cache_shapes(n_blocks, block_size, n_kv, head_dim)
+    k_cache, v_cache = np.full(k_shape, 5, np.int8), np.full(v_shape, 5, np.int8)
+    k_scale, v_scale = np.full(s_shape, -1, np.float32), np.full(s_shape, -1, np.float32)
     write_kv_int8(k, v, slots, k_cache, v_cache, k_scale, v_scale)
     keep = slots >= 0
-    for x, cache, scales in ((k, k_cache, k_scale), (v, v_cache, v_scale)):
+    flat_k, flat_v = by_slot(k_cache, v_cache)
+    for x, flat_c, scales in ((k, flat_k, k_scale), (v, flat_v, v_scale)):
         q_ref, s_ref = ref_quant(x)
-        flat_c = cache.reshape(-1, n_kv, head_dim)
-        flat_s = scales.reshape(-1, n_kv)
+        flat_s = scales.transpose(0, 2, 1).reshape(-1, n_kv)
         np.testing.assert_array_equal(flat_c[slots[keep]], q_ref[keep])
         np.testing.assert_array_equal(flat_s[slots[keep]], s_ref[keep])
         untouched = np.setdiff1d(np.arange(flat_c.shape[0]), slots[keep])
@@ -65,7 +90,7 @@ def test_write_kv_int8(block_size, n_kv, head_dim):
         err = np.abs(deq - x[keep])
         assert np.all(err <= 0.5001 * flat_s[slots[keep]][..., None] + 1e-12)
         assert np.abs(flat_c).max() <= 127
-    assert k_scale.reshape(-1, n_kv)[slots[1], 0] == 0 or slots[1] < 0
+    assert k_scale.transpose(0, 2, 1).reshape(-1, n_kv)[slots[1], 0] == 0 or slots[1] < 0
 
 
 def test_float16_cache_not_supported_by_numba():

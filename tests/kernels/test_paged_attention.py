@@ -3,6 +3,10 @@
 Layouts are deliberately awkward: physical blocks shuffled, blocks wholly outside the sliding
 window mapped to the null block 0, and the null block plus every unwritten slot filled with NaN,
 so any read the kernel must not do poisons the output.
+
+Cache layout (kernels.kv_cache_write.kv_cache_shapes): K transposed per block
+[num_blocks, Hkv, Dh, block_size], V [num_blocks, Hkv, block_size, Dh], int8 scales
+[num_blocks, Hkv, block_size].
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import numba
 import numpy as np
 import pytest
 
-from kernels.kv_cache_write import write_kv, write_kv_int8
+from kernels.kv_cache_write import kv_cache_shapes, write_kv, write_kv_int8
 from kernels.paged_attention import paged_attention, paged_attention_int8
 
 
@@ -33,12 +37,12 @@ def make_batch(rng, seqs, block_size, n_kv, group, head_dim, window, int8, pad_r
         kv.append((k, v))
         pos = np.arange(ctx)
         slots.append(block_tables[s, pos // block_size].astype(np.int64) * block_size + pos % block_size)
-    shape = (n_blocks, block_size, n_kv, head_dim)
+    k_shape, v_shape, s_shape = kv_cache_shapes(n_blocks, block_size, n_kv, head_dim)
     if int8:
-        k_cache = np.full(shape, 99, np.int8)  # unwritten slots: garbage, scale NaN below
-        v_cache = np.full(shape, 99, np.int8)
-        k_scale = np.full(shape[:3], np.nan, np.float32)
-        v_scale = np.full(shape[:3], np.nan, np.float32)
+        k_cache = np.full(k_shape, 99, np.int8)  # unwritten slots: garbage, scale NaN below
+        v_cache = np.full(v_shape, 99, np.int8)
+        k_scale = np.full(s_shape, np.nan, np.float32)
+        v_scale = np.full(s_shape, np.nan, np.float32)
         for (k, v), sl in zip(kv, slots):
             write_kv_int8(k, v, sl, k_cache, v_cache, k_scale, v_scale)
         deq = []  # reference sees exactly what the cache holds
@@ -46,13 +50,13 @@ def make_batch(rng, seqs, block_size, n_kv, group, head_dim, window, int8, pad_r
             b, o = sl // block_size, sl % block_size
             deq.append(
                 (
-                    k_cache[b, o].astype(np.float64) * k_scale[b, o][..., None],
-                    v_cache[b, o].astype(np.float64) * v_scale[b, o][..., None],
+                    k_cache[b, :, :, o].astype(np.float64) * k_scale[b, :, o][..., None],  # [ctx, Hkv, Dh]
+                    v_cache[b, :, o, :].astype(np.float64) * v_scale[b, :, o][..., None],
                 )
             )
     else:
-        k_cache = np.full(shape, np.nan, np.float32)
-        v_cache = np.full(shape, np.nan, np.float32)
+        k_cache = np.full(k_shape, np.nan, np.float32)
+        v_cache = np.full(v_shape, np.nan, np.float32)
         for (k, v), sl in zip(kv, slots):
             write_kv(k, v, sl, k_cache, v_cache)
         deq = kv
@@ -131,15 +135,22 @@ def test_matches_reference_and_is_batch_invariant(block_size, head_dim, group, w
             np.array([0, q_len], np.int32), seq_lens[s : s + 1].copy(), scale, window,
         )
         np.testing.assert_array_equal(alone, out[qsl[s] : qsl[s + 1]])
+    # Tiling invariance: every row computed as a one-row sequence of its own (context cut at its
+    # position) is bit-identical to the row computed inside its multi-row tile.
+    rows_seq = np.concatenate([np.full(q_len, s) for s, (_, q_len) in enumerate(seqs)])
+    rows_ctx = np.concatenate([np.arange(ctx - q_len, ctx) + 1 for ctx, q_len in seqs]).astype(np.int32)
+    single = run(q, caches, bt[rows_seq].copy(), np.arange(q.shape[0] + 1, dtype=np.int32), rows_ctx, scale, window)
+    np.testing.assert_array_equal(single, out)
 
 
-def test_thread_count_and_padding_rows():
+@pytest.mark.parametrize("int8", [False, True])
+def test_thread_count_and_padding_rows(int8):
     rng = np.random.default_rng(7)
     seqs = mixed_seqs(16)
-    q, caches, bt, qsl, seq_lens, kv, _ = make_batch(rng, seqs, 16, 3, 3, 64, 0, False, pad_rows=3)
+    q, caches, bt, qsl, seq_lens, kv, deq = make_batch(rng, seqs, 16, 3, 3, 64, 0, int8, pad_rows=3)
     ref_out = run(q, caches, bt, qsl, seq_lens, 0.125, 0)
     assert np.all(ref_out[qsl[-1] :] == 0.0)  # rows owned by no sequence are zeroed
-    np.testing.assert_allclose(ref_out[: qsl[-1]], reference(q, seqs, qsl, kv, 0.125, 0, 3)[: qsl[-1]], rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(ref_out[: qsl[-1]], reference(q, seqs, qsl, deq, 0.125, 0, 3)[: qsl[-1]], rtol=1e-5, atol=2e-6)
     n = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
