@@ -38,10 +38,12 @@ class KVStore:
         k_tail, v_tail, scale_tail = kv_cache_shapes(spec.num_blocks, spec.block_size, spec.num_kv_heads,
                                                      spec.head_dim)
         self.layers: dict[int, LayerKV] = {}
+        self._groups: list[tuple[np.ndarray, np.ndarray]] = []
         for g, group in enumerate(spec.groups):
             n = len(group.layer_ids)
             k = np.zeros((n,) + k_tail, dtype=dtype)
             v = np.zeros((n,) + v_tail, dtype=dtype)
+            self._groups.append((k, v))
             ks = vs = None
             if spec.kv_dtype == "int8":
                 ks = np.zeros((n,) + scale_tail, dtype=np.float32)
@@ -51,6 +53,10 @@ class KVStore:
                     k[i], v[i], None if ks is None else ks[i], None if vs is None else vs[i],
                     g, group.sliding_window,
                 )
+
+    def group_arrays(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """K and V of every layer of a group, [layers_in_group, ...], in the group's layer order."""
+        return self._groups[group]
 
     @property
     def nbytes(self) -> int:

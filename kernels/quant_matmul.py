@@ -22,6 +22,7 @@ row's result is bit-identical whatever else shares the batch (batch invariance; 
 from __future__ import annotations
 
 import numba
+import numba.extending
 import numpy as np
 from numba import literally
 
@@ -166,3 +167,15 @@ def matmul_q8(x, codes, scale, minv, out):
     group_sums(x, G, xsum)
     for t in numba.prange(NT):
         _q8_tile(x, codes, scale, minv, xsum, out, t)
+
+
+def matmul_codes(x, codes, scale, minv, out):
+    """Compiled-code dispatcher: the codes' dtype picks the kernel (uint8 = q4, int8 = q8)."""
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(matmul_codes, jit_options={"cache": True, "nogil": True})
+def _matmul_codes_overload(x, codes, scale, minv, out):
+    if codes.dtype == numba.types.uint8:
+        return lambda x, codes, scale, minv, out: matmul_q4(x, codes, scale, minv, out)
+    return lambda x, codes, scale, minv, out: matmul_q8(x, codes, scale, minv, out)

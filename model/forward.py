@@ -20,6 +20,7 @@ from kernels.paged_attention import paged_attention, paged_attention_int8
 from kernels.rms_norm import rms_norm, rms_norm_heads
 from kernels.rope import apply_rope
 from model.config import ModelConfig
+from model.fused_decoder import decoder_layers
 from model.weight_layout import LinearWeight, matmul
 from model.weights import LayerWeights, ModelWeights
 
@@ -66,12 +67,15 @@ class Transformer:
         self.cfg = cfg
         self.weights = weights
         self.kv = kv_store
-        self.inv_freqs = []
+        inv_freqs = []
         for layer in range(cfg.num_layers):
             inv = cfg.rope_inv_freq(layer)
             if weights.rope_freq_factors is not None:
                 inv = (inv / weights.rope_freq_factors).astype(np.float32)
-            self.inv_freqs.append(np.ascontiguousarray(inv))
+            inv_freqs.append(inv)
+        self.inv_freqs = np.ascontiguousarray(np.stack(inv_freqs))  # [L, R/2]
+        self.fused = (weights.stack is not None and cfg.gated_activation == "silu"
+                      and kv_store.spec.num_groups == 1 and kv_store.spec.kv_dtype == "f32")
 
     def kv_groups(self) -> range:
         return range(self.kv.spec.num_groups)
@@ -82,10 +86,26 @@ class Transformer:
         num_tokens = token_ids.shape[0]
         x = np.empty((num_tokens, cfg.hidden_size), dtype=np.float32)
         embed(self.weights.token_embedding, token_ids, cfg.embedding_scale, x)
+        if self.fused:
+            return self._forward_fused(x, meta)
         h = np.empty_like(x)
         for layer_id, lw in enumerate(self.weights.layers):
             self._attention_block(layer_id, lw, x, h, meta)
             self._ffn_block(lw, x, h)
+        return x
+
+    def _forward_fused(self, x: np.ndarray, meta: AttentionMetadata) -> np.ndarray:
+        cfg, st = self.cfg, self.weights.stack
+        k_cache, v_cache = self.kv.group_arrays(0)
+        decoder_layers(
+            x, meta.positions, self.inv_freqs, cfg.rope_neox, float(cfg.rms_eps), cfg.num_heads,
+            cfg.num_kv_heads, cfg.head_dim, st.attn_norm, st.qkv_bias,
+            st.qkv.codes, st.qkv.scale, st.qkv.minv, st.attn_output.codes, st.attn_output.scale,
+            st.attn_output.minv, st.ffn_norm, st.gate_up.codes, st.gate_up.scale, st.gate_up.minv,
+            st.ffn_down.codes, st.ffn_down.scale, st.ffn_down.minv, k_cache, v_cache,
+            meta.slot_mappings[0], meta.block_tables[0], meta.query_start_loc, meta.seq_lens,
+            np.float32(cfg.attn_scale), self.kv.spec.groups[0].sliding_window, cfg.ffn_size,
+        )
         return x
 
     def _attention_block(self, layer_id: int, lw: LayerWeights, x: np.ndarray, h: np.ndarray,

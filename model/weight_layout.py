@@ -85,7 +85,9 @@ def build_linear_fused(tensors: list[GGUFTensor]) -> LinearWeight:
         packed = q[..., :16] | (q[..., 16:] << 4)  # [NT, TILE, NG, 16]
         codes = np.ascontiguousarray(packed.transpose(0, 2, 3, 1))  # [NT, NG, 16(j), TILE(r)]
         return LinearWeight("q4", n, k, fmt, codes, scale, minv)
-    codes = np.ascontiguousarray(q.transpose(0, 2, 3, 1))  # [NT, NG, G, TILE]
+    # int8 for every one-code-per-byte format (Q5 codes 0..31 fit): the dtype alone then tells a
+    # compiled caller which kernel a weight needs (uint8 = nibble-packed q4, int8 = q8).
+    codes = np.ascontiguousarray(q.transpose(0, 2, 3, 1).astype(np.int8))  # [NT, NG, G, TILE]
     return LinearWeight("q8", n, k, fmt, codes, scale, minv)
 
 

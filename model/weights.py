@@ -37,6 +37,7 @@ class ModelWeights:
     output_norm: np.ndarray  # [D]
     layers: tuple[LayerWeights, ...]
     rope_freq_factors: np.ndarray | None  # [rope_dim / 2] (Llama 3.1 style rope_freqs)
+    stack: "LayerStack | None" = None  # the layers as [L, ...] arrays when the model is uniform
 
     @property
     def nbytes(self) -> int:
@@ -142,10 +143,14 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
     if "output.weight" in gguf.tensors:
         output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)))
     factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
+    from model.layer_stack import stack_layers
+
+    stack, stacked_layers = stack_layers(tuple(layers))
     return ModelWeights(
         token_embedding=embedding,
         output=output,
         output_norm=_vector(gguf, "output_norm.weight", d),
-        layers=tuple(layers),
+        layers=stacked_layers,
         rope_freq_factors=factors,
+        stack=stack,
     )
