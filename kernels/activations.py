@@ -24,6 +24,11 @@ def _n_chunks(n_col):
 
 
 @jit
+def _silu(g):
+    return g / (np.float32(1.0) + np.exp(-g))
+
+
+@jit
 def _span(w, n_chunk, n_col):
     # Work item w -> (token, first column, end column).
     t = w // n_chunk
@@ -33,14 +38,24 @@ def _span(w, n_chunk, n_col):
 
 @parallel_jit
 def silu_mul(gate, up, out):
-    """SwiGLU: out [T, F] f32 = silu(gate [T, F]) * up [T, F]; silu(g) = g / (1 + exp(-g))."""
+    """SwiGLU: out [T, F] f32 = silu(gate [T, F]) * up [T, F]; silu(g) = g / (1 + exp(-g)).
+
+    Parallel over (token, column chunk); `silu_mul_serial` gives identical values on one thread."""
     n_tok, n_col = gate.shape
     n_chunk = _n_chunks(n_col)
     for w in numba.prange(n_tok * n_chunk):
         t, c0, c1 = _span(w, n_chunk, n_col)
         for c in range(c0, c1):
-            g = gate[t, c]
-            out[t, c] = (g / (np.float32(1.0) + np.exp(-g))) * up[t, c]
+            out[t, c] = _silu(gate[t, c]) * up[t, c]
+
+
+@jit
+def silu_mul_serial(gate, up, out):
+    """silu_mul on the calling thread: for a few tokens a parallel region costs more than it saves."""
+    n_tok, n_col = gate.shape
+    for t in range(n_tok):
+        for c in range(n_col):
+            out[t, c] = _silu(gate[t, c]) * up[t, c]
 
 
 @parallel_jit
@@ -61,12 +76,12 @@ def gelu_tanh_mul(gate, up, out):
             out[t, c] = (half * g * (one + np.tanh(inner))) * up[t, c]
 
 
-@parallel_jit
+@jit
 def add_inplace(x, y):
     """Residual add: x [T, D] += y [T, D] (float32)."""
     n_tok, n_col = x.shape
     n_chunk = _n_chunks(n_col)
-    for w in numba.prange(n_tok * n_chunk):
+    for w in range(n_tok * n_chunk):
         t, c0, c1 = _span(w, n_chunk, n_col)
         for c in range(c0, c1):
             x[t, c] += y[t, c]

@@ -18,10 +18,9 @@ and int8 with per-(token, kv head) float32 scales (``write_kv_int8``).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from kernels.jit import jit, parallel_jit
+from kernels.jit import jit
 
 
 def kv_cache_shapes(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int):
@@ -60,14 +59,14 @@ def _quant_row(x, t, g, head_dim, cache, scales, b, o, transposed):
             cache[b, g, o, d] = qi
 
 
-@parallel_jit
+@jit
 def write_kv(k, v, slot_mapping, k_cache, v_cache):
     """k, v [T, Hkv, Dh] f32 -> k_cache [num_blocks, Hkv, Dh, block_size] (transposed) and
     v_cache [num_blocks, Hkv, block_size, Dh] f32 at slot_mapping [T] int64 (negative slots
     skipped).  Slots are assumed distinct."""
     n_tok, n_kv, head_dim = k.shape
     block_size = k_cache.shape[3]
-    for t in numba.prange(n_tok):
+    for t in range(n_tok):
         slot = slot_mapping[t]
         if slot < 0:
             continue
@@ -79,7 +78,7 @@ def write_kv(k, v, slot_mapping, k_cache, v_cache):
                 v_cache[b, g, o, d] = v[t, g, d]
 
 
-@parallel_jit
+@jit
 def write_kv_int8(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale):
     """Quantise and write K/V into int8 caches.
 
@@ -91,7 +90,7 @@ def write_kv_int8(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale):
     """
     n_tok, n_kv, head_dim = k.shape
     block_size = k_cache.shape[3]
-    for t in numba.prange(n_tok):
+    for t in range(n_tok):
         slot = slot_mapping[t]
         if slot < 0:
             continue

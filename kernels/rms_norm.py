@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from kernels.jit import jit, parallel_jit
+from kernels.jit import jit
 
 
 @jit
@@ -32,18 +31,18 @@ def _norm_row_inv(x, t, eps):
     return np.float32(1.0 / math.sqrt(ss / d_model + eps))
 
 
-@parallel_jit
+@jit
 def rms_norm(x, weight, eps, out):
     """out [T, D] f32 <- RMSNorm(x [T, D] f32) * weight [D] f32.  ``out`` may alias ``x``."""
     n_tok = x.shape[0]
     d_model = x.shape[1]
-    for t in numba.prange(n_tok):
+    for t in range(n_tok):
         inv = _norm_row_inv(x, t, eps)
         for d in range(d_model):
             out[t, d] = (x[t, d] * inv) * weight[d]
 
 
-@parallel_jit
+@jit
 def rms_norm_heads(x, weight, eps):
     """In place per-head RMSNorm (Gemma 3 QK-norm): x [T, H, Dh] f32, weight [Dh] f32.
 
@@ -52,7 +51,7 @@ def rms_norm_heads(x, weight, eps):
     n_tok = x.shape[0]
     n_head = x.shape[1]
     head_dim = x.shape[2]
-    for w in numba.prange(n_tok * n_head):
+    for w in range(n_tok * n_head):
         t = w // n_head
         h = w % n_head
         ss = 0.0

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from kernels.jit import parallel_jit
+from kernels.jit import jit
 
 
-@parallel_jit
+@jit
 def apply_rope(x, positions, inv_freq, neox):
     """Rotate x [T, H, Dh] f32 in place; positions [T] int32/int64; inv_freq [R/2] f32; neox bool."""
     n_tok = x.shape[0]
     n_head = x.shape[1]
     half = inv_freq.shape[0]  # R / 2, with R <= Dh
-    for t in numba.prange(n_tok):
+    for t in range(n_tok):
         pos = np.float32(positions[t])
         # Frequency outer, heads inner: cos/sin are computed once per (token, freq) without any
         # scratch buffer; one token's row (H*Dh floats) stays in L1 across the head loop.

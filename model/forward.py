@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.kv_store import KVStore
-from kernels.activations import add_inplace, gelu_tanh_mul, silu_mul
+from kernels.activations import add_inplace, gelu_tanh_mul, silu_mul, silu_mul_serial
 from kernels.embedding import embed_rows_q4, embed_rows_q8
 from kernels.kv_cache_write import write_kv, write_kv_int8
 from kernels.paged_attention import paged_attention, paged_attention_int8
 from kernels.rms_norm import rms_norm, rms_norm_heads
 from kernels.rope import apply_rope
 from model.config import ModelConfig
-from model.fused_decoder import decoder_layers
+from model.fused_decoder import SERIAL_TOKENS, decoder_layers
 from model.weight_layout import LinearWeight, matmul
 from model.weights import LayerWeights, ModelWeights
 
@@ -155,6 +155,8 @@ class Transformer:
         act = np.empty((x.shape[0], f), dtype=np.float32)
         if cfg.gated_activation == "gelu_tanh":
             gelu_tanh_mul(gate_up[:, :f], gate_up[:, f:], act)
+        elif x.shape[0] <= SERIAL_TOKENS:
+            silu_mul_serial(gate_up[:, :f], gate_up[:, f:], act)
         else:
             silu_mul(gate_up[:, :f], gate_up[:, f:], act)
         d = np.empty_like(x)

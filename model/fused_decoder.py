@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.activations import add_inplace, silu_mul
+from kernels.activations import add_inplace, silu_mul, silu_mul_serial
 from kernels.jit import jit
 from kernels.kv_cache_write import write_kv
 from kernels.paged_attention import paged_attention
 from kernels.quant_matmul import matmul_codes
 from kernels.rms_norm import rms_norm
 from kernels.rope import apply_rope
+
+
+# Up to this many tokens, element-wise work runs on the calling thread: waking the thread pool
+# costs more than it saves (and, on a busy machine, can stall for a whole scheduler time slice).
+SERIAL_TOKENS = 16
 
 
 @jit
@@ -84,6 +89,9 @@ def decoder_layers(x, positions, inv_freqs, neox, eps, num_heads, num_kv_heads, 
         add_inplace(x, o)
         rms_norm(x, ffn_norm[layer], eps, h)
         matmul_codes(h, gu_codes[layer], gu_scale[layer], gu_minv[layer], gate_up)
-        silu_mul(gate_up[:, :ffn_size], gate_up[:, ffn_size:], act)
+        if num_tokens <= SERIAL_TOKENS:
+            silu_mul_serial(gate_up[:, :ffn_size], gate_up[:, ffn_size:], act)
+        else:
+            silu_mul(gate_up[:, :ffn_size], gate_up[:, ffn_size:], act)
         matmul_codes(act, down_codes[layer], down_scale[layer], down_minv[layer], o)
         add_inplace(x, o)
