@@ -9,8 +9,9 @@ needs the last ceil(W / block_size) + 1 blocks, so its blocks are dropped as the
 - Gemma 3 (5, 11, 17 global):    two groups: (5, 11, 17) with window 0, the rest with window 512
 
 Each group has its own pool of `num_blocks` blocks (block 0 of each pool is the null block); the
-runner allocates `[len(layer_ids), num_blocks, block_size, num_kv_heads, head_dim]` K and V arrays
-per group (plus `[len(layer_ids), num_blocks, block_size, num_kv_heads]` f32 scales for int8).
+KV store (`cache/kv_store.py`) allocates one K and one V array per group holding `len(layer_ids) *
+num_blocks * block_size * num_kv_heads * head_dim` values (the axis order is the kernels' choice:
+`kernels/kv_cache_write.kv_cache_shapes`), plus one f32 scale per (token, kv head) for int8.
 """
 
 from __future__ import annotations
