@@ -1,95 +1,184 @@
-"""`pagedserve bench`: prefill and batched-decode throughput, medians of repeated runs."""
+"""`pagedserve bench`: prefill and batched-decode throughput, concurrency, shared prefixes, KV capacity.
+
+Default run: prefill tokens/s of one `--prefill-tokens` prompt, then aggregate decode tokens/s for
+each of `--batch-sizes` (medians of `--repeats` runs, prefix caching off so every prompt is
+computed). Optional workloads, which honour the engine flags (`--no-prefix-cache`, `--kv-dtype`,
+`--sliding-window`, `--kv-cache-memory` ...):
+- `--concurrency N`: N sequences through the engine at once vs one alone;
+- `--shared-prefix N`: `--shared-requests` requests starting with the same N-token system prompt.
+Always: how many sequences of `--capacity-tokens` tokens the KV-cache memory holds per KV dtype.
+Definitions of the figures: service/bench_workloads.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import time
 
 import numpy as np
 
-from scheduler.sampling_params import SamplingParams
+from service.bench_workloads import (
+    capacity_table,
+    concurrency_workload,
+    measure_decode,
+    measure_prefill,
+    random_prompts,
+    shared_prefix_workload,
+)
 
 
 def add_bench_parser(sub, add_engine_arguments) -> None:
-    p = sub.add_parser("bench", help="measure prefill and decode throughput")
+    p = sub.add_parser("bench", help="measure prefill/decode throughput, concurrency, prefix caching, KV capacity")
     add_engine_arguments(p)
-    p.add_argument("--prefill-tokens", type=int, default=512)
+    p.add_argument("--prefill-tokens", type=int, default=512, help="prefill prompt length (0: skip)")
     p.add_argument("--decode-tokens", type=int, default=128, help="new tokens per sequence")
-    p.add_argument("--prompt-tokens", type=int, default=16, help="prompt length of decode runs")
-    p.add_argument("--batch-sizes", default="1,4,8,16,32")
+    p.add_argument("--prompt-tokens", type=int, default=16,
+                   help="prompt length of decode/concurrency runs (the unique suffix with --shared-prefix)")
+    p.add_argument("--batch-sizes", default="1,4,8,16,32", help="decode batch sizes ('' : skip)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=0, metavar="N",
+                   help="also run N concurrent sequences through the engine (and one alone, for the ratio)")
+    p.add_argument("--shared-prefix", type=int, default=0, metavar="N",
+                   help="also run requests that share one N-token system prompt (they arrive together, so "
+                        "only blocks computed in earlier steps are hit: N > --max-num-batched-tokens)")
+    p.add_argument("--shared-requests", type=int, default=16, help="requests of the --shared-prefix workload")
+    p.add_argument("--capacity-tokens", type=int, default=1024,
+                   help="sequence length for the 'max concurrent sequences' KV capacity figures")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
 
-def _random_prompts(rng: np.random.Generator, n: int, length: int, vocab: int) -> list[list[int]]:
-    # Ids from the middle of the vocabulary: ordinary text tokens, no specials.
-    return [rng.integers(1000, min(vocab, 30000), size=length).tolist() for _ in range(n)]
+def _kv_memory_bytes(ns: argparse.Namespace, engine, args) -> int:
+    from cache.cache_sizing import parse_memory
 
-
-def run_until_done(engine) -> None:
-    while engine.has_unfinished_requests():
-        engine.step()
-
-
-def measure_prefill(engine, prompt: list[int]) -> float:
-    """Prompt tokens per second of one prompt computed from scratch (one token sampled)."""
-    params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
-    engine.add_request(prompt, params)
-    start = time.perf_counter()
-    run_until_done(engine)
-    return len(prompt) / (time.perf_counter() - start)
-
-
-def measure_decode(engine, prompts: list[list[int]], new_tokens: int) -> float:
-    """Aggregate generated tokens per second once every sequence has finished its prefill."""
-    params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
-    ids = [engine.add_request(p, params) for p in prompts]
-    produced = {i: 0 for i in ids}
-    # Prefill phase: step until every request has its first token.
-    while min(produced.values()) < 1:
-        for out in engine.step():
-            produced[out.request_id] += len(out.new_token_ids)
-    already = sum(produced.values())
-    start = time.perf_counter()
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            produced[out.request_id] += len(out.new_token_ids)
-    elapsed = time.perf_counter() - start
-    return (sum(produced.values()) - already) / elapsed
+    if ns.num_kv_blocks is not None:  # sized in blocks: compare the dtypes in the bytes it took
+        return engine.config.kv_cache_spec.total_bytes
+    return parse_memory(args.kv_cache_memory)
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
     from service.engine_factory import build_engine, engine_args_from
 
-    ns.no_prefix_cache = True  # every run must compute its prompt
-    engine, model = build_engine(engine_args_from(ns))
+    args = engine_args_from(ns)
+    engine, model = build_engine(args)
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
-    prefill = [measure_prefill(engine, _random_prompts(rng, 1, ns.prefill_tokens, vocab)[0])
-               for _ in range(ns.repeats)]
+    prefill = None
+    if ns.prefill_tokens > 0:
+        prefill = statistics.median(measure_prefill(engine, random_prompts(rng, 1, ns.prefill_tokens, vocab)[0])
+                                    for _ in range(ns.repeats))
     decode: dict[str, float] = {}
-    for b in [int(x) for x in ns.batch_sizes.split(",") if x]:
-        runs = [measure_decode(engine, _random_prompts(rng, b, ns.prompt_tokens, vocab), ns.decode_tokens)
+    sweep_peak = sweep_preemptions = 0
+    for b in [int(x) for x in ns.batch_sizes.split(",") if x.strip()]:
+        runs = [measure_decode(engine, random_prompts(rng, b, ns.prompt_tokens, vocab), ns.decode_tokens)
                 for _ in range(ns.repeats)]
-        decode[str(b)] = statistics.median(runs)
+        decode[str(b)] = statistics.median(r.decode_tok_s for r in runs)
+        sweep_peak = max([sweep_peak] + [r.peak_blocks_used for r in runs])
+        sweep_preemptions += sum(r.preemptions for r in runs)
+    spec = engine.config.kv_cache_spec
+    memory = _kv_memory_bytes(ns, engine, args)
     result = {
         "model": model.path,
-        "prefill_tok_s": statistics.median(prefill),
+        "prefill_tok_s": prefill,
         "decode_tok_s": decode,
         "repeats": ns.repeats,
         "threads": ns.threads,
         "kv_dtype": ns.kv_dtype,
+        "block_size": spec.block_size,
+        "sliding_window": ns.sliding_window,
+        "prefix_caching": not ns.no_prefix_cache,
+        "kv_cache": {
+            "memory_bytes": memory,
+            "num_blocks_total": engine.stats().num_blocks_total_all_groups,
+            "sweep_peak_blocks_used": sweep_peak,
+            "sweep_preemptions": sweep_preemptions,
+        },
+        "capacity": {
+            "seq_tokens": ns.capacity_tokens,
+            "by_kv_dtype": capacity_table(spec, memory, ns.capacity_tokens),
+        },
     }
+    if ns.concurrency > 0:
+        many = concurrency_workload(engine, rng, ns.concurrency, ns.prompt_tokens, ns.decode_tokens, vocab)
+        one = concurrency_workload(engine, rng, 1, ns.prompt_tokens, ns.decode_tokens, vocab)
+        result["concurrency"] = {
+            **many.to_json(),
+            "n": ns.concurrency,
+            "single_decode_tok_s": one.decode_tok_s,
+            "single_generated_tok_s": one.generated_tok_s,
+            "decode_speedup_vs_single": many.decode_tok_s / one.decode_tok_s if one.decode_tok_s else None,
+        }
+    if ns.shared_prefix > 0:
+        shared = shared_prefix_workload(engine, rng, ns.shared_requests, ns.shared_prefix, ns.prompt_tokens,
+                                        ns.decode_tokens, vocab)
+        result["shared_prefix"] = {**shared.to_json(), "prefix_tokens": ns.shared_prefix}
     if ns.json:
         print(json.dumps(result))
-        return 0
-    print(f"model {model.path} ({model.config.weight_format}), kv {ns.kv_dtype}, "
-          f"median of {ns.repeats} runs")
-    print(f"{'measurement':<28}{'tokens/s':>12}")
-    print(f"{'prefill ' + str(ns.prefill_tokens) + ' tokens':<28}{result['prefill_tok_s']:>12.1f}")
-    for b, v in decode.items():
-        print(f"{'decode batch ' + b:<28}{v:>12.1f}")
+    else:
+        _print_report(ns, model, result)
     return 0
+
+
+def _row(label: str, value: str) -> str:
+    return f"{label:<40}{value:>16}"
+
+
+def _workload_lines(r: dict) -> list[str]:
+    return [
+        _row("  generated tokens/s (aggregate)", f"{r['generated_tok_s']:.1f}"),
+        _row("  decode tokens/s (all running)", f"{r['decode_tok_s']:.1f}"),
+        _row("  prefill tokens/s", f"{r['prefill_tok_s']:.1f}"),
+        _row("  prompt tokens computed / total", f"{r['prefill_tokens_computed']} / {r['prompt_tokens']}"),
+        _row("  prefix-cache hit rate", f"{100 * r['prefix_cache_hit_rate']:.1f}%"),
+        _row("  time to first token first/mean/max s",
+             "/".join("-" if r[k] is None else f"{r[k]:.2f}" for k in ("ttft_first_s", "ttft_mean_s", "ttft_max_s"))),
+        _row("  peak KV blocks used / total", f"{r['peak_blocks_used']} / {r['num_blocks_total']}"),
+        _row("  preemptions", str(r["preemptions"])),
+    ]
+
+
+def _print_report(ns: argparse.Namespace, model, result: dict) -> None:
+    lines = [
+        f"model {model.path} ({model.config.weight_format}), kv {ns.kv_dtype}, "
+        f"median of {ns.repeats} runs",
+        f"{'measurement':<28}{'tokens/s':>12}",
+    ]
+    if result["prefill_tok_s"] is not None:
+        lines.append(f"{'prefill ' + str(ns.prefill_tokens) + ' tokens':<28}{result['prefill_tok_s']:>12.1f}")
+    for b, v in result["decode_tok_s"].items():
+        lines.append(f"{'decode batch ' + b:<28}{v:>12.1f}")
+    kv = result["kv_cache"]
+    line = (f"KV cache: {kv['num_blocks_total']} blocks of {result['block_size']} tokens "
+            f"({kv['memory_bytes'] / 2**20:.1f} MiB), prefix caching {'on' if result['prefix_caching'] else 'off'}")
+    if result["decode_tok_s"]:
+        line += (f" (off for the runs above: peak {kv['sweep_peak_blocks_used']} blocks, "
+                 f"{kv['sweep_preemptions']} preemptions)")
+    lines.append(line)
+    if "concurrency" in result:
+        c = result["concurrency"]
+        lines.append(f"concurrency {c['n']} ({ns.prompt_tokens}-token prompts, {ns.decode_tokens} new tokens each)")
+        lines += _workload_lines(c)
+        if c["decode_speedup_vs_single"] is not None:
+            lines.append(_row("  decode tokens/s of 1 sequence alone", f"{c['single_decode_tok_s']:.1f}"))
+            lines.append(_row(f"  decode speed-up {c['n']} vs 1", f"x{c['decode_speedup_vs_single']:.2f}"))
+    if "shared_prefix" in result:
+        s = result["shared_prefix"]
+        lines.append(f"shared prefix {s['prefix_tokens']} tokens x {s['num_requests']} requests "
+                     f"(+{ns.prompt_tokens} own tokens, {ns.decode_tokens} new tokens each), prefix caching "
+                     f"{'on' if result['prefix_caching'] else 'off'}")
+        lines += _workload_lines(s)
+    cap = result["capacity"]
+    lines.append(f"max concurrent sequences of {cap['seq_tokens']} tokens in {kv['memory_bytes'] / 2**20:.1f} MiB "
+                 f"(usable blocks / blocks per sequence):")
+    table = cap["by_kv_dtype"]
+    for dtype, row in table.items():
+        note = " (sizing only: no f16 kernels)" if dtype == "f16" else (" <- this run" if dtype == ns.kv_dtype else "")
+        ratio = row["max_concurrent_sequences"] / max(1, table["f32"]["max_concurrent_sequences"])
+        lines.append(f"  {dtype:<5}{row['bytes_per_token']:>8} B/token{row['num_blocks']:>8} blocks"
+                     f"{row['max_concurrent_sequences']:>7} sequences  x{ratio:.2f} vs f32{note}")
+    fits = {dtype: row["max_concurrent_sequences"] for dtype, row in table.items()}
+    if fits.get("f16"):
+        lines.append(f"  int8 fits x{fits['int8'] / fits['f16']:.2f} the sequences of f16"
+                     f" and x{fits['int8'] / max(1, fits['f32']):.2f} of f32")
+    print("\n".join(lines))
