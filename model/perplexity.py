@@ -37,6 +37,9 @@ def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
 def window_logits(transformer: Transformer, token_ids: list[int], block_size: int) -> np.ndarray:
     """Logits [len, V] of one window evaluated alone (blocks 1.. of group 0 hold its KV)."""
     num_blocks = -(-len(token_ids) // block_size)
+    if num_blocks >= transformer.kv.spec.num_blocks:  # block 0 is the null block
+        raise ValueError(f"a window of {len(token_ids)} tokens needs {num_blocks + 1} KV blocks; "
+                         f"the cache has {transformer.kv.spec.num_blocks}")
     tables = tuple(list(range(1, num_blocks + 1)) for _ in transformer.kv_groups())
     req = ScheduledRequest("ppl", token_ids, 0, tables, False, SamplingParams(), token_ids, ())
     ids, meta = build_metadata(SchedulerOutput((req,)), block_size, len(tables))

@@ -45,6 +45,9 @@ def add_bench_parser(sub, add_engine_arguments) -> None:
     p.add_argument("--shared-requests", type=int, default=16, help="requests of the --shared-prefix workload")
     p.add_argument("--capacity-tokens", type=int, default=1024,
                    help="sequence length for the 'max concurrent sequences' KV capacity figures")
+    p.add_argument("--compare-llamacpp", metavar="LLAMA_BENCH", default=None,
+                   help="path of llama.cpp's llama-bench (llama-batched-bench beside it): run both on the "
+                        "same model and thread count after our runs and print the two side by side")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -113,11 +116,41 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         shared = shared_prefix_workload(engine, rng, ns.shared_requests, ns.shared_prefix, ns.prompt_tokens,
                                         ns.decode_tokens, vocab)
         result["shared_prefix"] = {**shared.to_json(), "prefix_tokens": ns.shared_prefix}
+    if ns.compare_llamacpp:
+        result["llamacpp"] = _llamacpp_figures(ns, model, result)
     if ns.json:
         print(json.dumps(result))
     else:
         _print_report(ns, model, result)
+        if "llamacpp" in result:
+            print(_comparison_table(result))
     return 0
+
+
+def _llamacpp_figures(ns: argparse.Namespace, model, result: dict) -> dict:
+    import numba
+
+    from service.llamacpp_compare import run_llamacpp
+
+    threads = ns.threads or numba.get_num_threads()
+    figures = run_llamacpp(ns.compare_llamacpp, model.path, threads, prefill_tokens=ns.prefill_tokens or 512,
+                           decode_tokens=ns.decode_tokens, prompt_tokens=128,
+                           batch_sizes=[int(b) for b in result["decode_tok_s"]], repeats=ns.repeats)
+    return {"prefill_tok_s": figures.prefill_tok_s, "decode_tok_s": figures.decode_tok_s,
+            "build_commit": figures.build_commit, "threads": threads}
+
+
+def _comparison_table(result: dict) -> str:
+    ours, theirs = result, result["llamacpp"]
+    rows = [f"side by side with llama.cpp {theirs['build_commit']} ({theirs['threads']} threads)",
+            f"{'measurement':<28}{'pagedserve':>12}{'llama.cpp':>12}{'ratio':>8}"]
+    pairs = [("prefill", ours["prefill_tok_s"], theirs["prefill_tok_s"])]
+    pairs += [(f"decode batch {b}", v, theirs["decode_tok_s"].get(b)) for b, v in ours["decode_tok_s"].items()]
+    for label, a, b in pairs:
+        if a is None or not b:
+            continue
+        rows.append(f"{label:<28}{a:>12.1f}{b:>12.1f}{a / b:>7.2f}x")
+    return "\n".join(rows)
 
 
 def _row(label: str, value: str) -> str:
