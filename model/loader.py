@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ class LoadedModel:
     config: ModelConfig
     weights: ModelWeights
     tokenizer: Tokenizer
+
+
+def _release_freed_memory() -> None:
+    """Hand the decoding temporaries back to the OS (glibc keeps freed heap memory otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def load_model(path: str) -> LoadedModel:
@@ -49,6 +58,8 @@ def load_model(path: str) -> LoadedModel:
         raise
     except (ValueError, IndexError) as e:
         raise ModelLoadError(f"{path}: tensor data is corrupt ({e})") from None
+    del gguf, embd  # unmaps the file: only the repacked weights stay resident
+    _release_freed_memory()
     log.info("loaded %s (%s, %d layers, %s) in %.1f s", path, arch, config.num_layers,
              config.weight_format, time.perf_counter() - start)
     return LoadedModel(path, config, weights, tokenizer)

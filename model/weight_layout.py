@@ -66,9 +66,10 @@ def build_linear_fused(tensors: list[GGUFTensor]) -> LinearWeight:
         raise ModelLoadError("fused matrices must share weight type and input size")
     n = sum(t.shape[0] for t in tensors)
     if fmt in FLOAT_FORMATS:
+        # concatenate copies even a single part: no view may keep the memory-mapped file alive
         w = np.concatenate([dequantize(fmt, t.data, k) for t in tensors], axis=0)
         empty = np.zeros((0, 0, 0), dtype=np.float32)
-        return LinearWeight("f32", n, k, fmt, np.ascontiguousarray(w), empty, empty)
+        return LinearWeight("f32", n, k, fmt, w, empty, empty)
     parts = [decode_blocks(fmt, t.data, k) for t in tensors]
     g = parts[0].group_size
     bits = max(p.bits for p in parts)

@@ -82,7 +82,8 @@ def _vector(gguf: GGUFFile, name: str, size: int, required: bool = True) -> np.n
     values = dequantize(t.type_name, t.data, int(np.prod(t.shape))).reshape(-1)
     if values.shape[0] != size:
         raise ModelLoadError(f"tensor {name!r} has {values.shape[0]} values, expected {size}")
-    return np.ascontiguousarray(values, dtype=np.float32)
+    # A copy: a view would keep the whole memory-mapped file resident for a few small vectors.
+    return np.array(values, dtype=np.float32, copy=True)
 
 
 def _matrix(gguf: GGUFFile, name: str, shape: tuple[int, int]) -> GGUFTensor:
