@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from model.config import ModelConfig, config_from_metadata
+from model.config import SUPPORTED_ARCHITECTURES, ModelConfig, config_from_metadata
 from model.gguf_file import ModelLoadError, read_gguf
 from model.tokenizer import Tokenizer, load_tokenizer
 from model.weights import ModelWeights, dominant_format, load_weights
@@ -37,8 +37,6 @@ def load_model(path: str) -> LoadedModel:
     gguf = read_gguf(path)
     meta = gguf.metadata
     arch = meta.get("general.architecture")
-    from model.config import SUPPORTED_ARCHITECTURES
-
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelLoadError(
             f"{path}: unsupported architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"

@@ -144,7 +144,7 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
     if "output.weight" in gguf.tensors:
         output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)))
     factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
-    from model.layer_stack import stack_layers
+    from model.layer_stack import stack_layers  # layer_stack builds on LayerWeights defined here
 
     stack, stacked_layers = stack_layers(tuple(layers))
     return ModelWeights(
