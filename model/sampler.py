@@ -1,7 +1,8 @@
 """Thin Python layer over kernels.sampling: per-row parameter arrays from requests, one kernel call.
 
-Seeds: a request's own `params.seed` when set, else the seed the caller passes in `seeds` (drawn once
-per request with `Sampler.seed_for_new_request()` and kept by the scheduler). The generator counter
+Seeds: a request's own `params.seed` when set, else the seed the caller passes in `seeds` (the model
+runner derives it from the request id, so it stays stable across steps without state; a caller that
+keeps state may draw one with `Sampler.seed_for_new_request()`). The generator counter
 of row b is len(output_token_ids[b]), so a seeded request samples the same tokens whatever else is
 in the batch and whatever the batch order.
 """

@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 
-from model.gguf_file import ModelLoadError
 
 
 def _read_text_arg(ns: argparse.Namespace) -> str:
@@ -99,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return ns.func(ns)
-    except ModelLoadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
+    except ValueError as e:  # ModelLoadError included: bad input, never a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 
