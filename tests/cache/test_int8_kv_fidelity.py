@@ -2,13 +2,12 @@
 
 Both engines compute every position of a reference sequence in one prefill (`window_logits`);
 the prefill's attention reads K and V back from the cache, so int8 rounding reaches every layer.
-Sequences: the reference prompts + their greedy continuations (tests/data/oracle_smollm2.*) and,
-when present, the first windows of tests/data/perplexity_en.txt.
+Sequences: the reference prompts + their greedy continuations (tests/data/oracle_smollm2.*) and
+the first windows of tests/data/perplexity_en.txt.
 """
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -63,7 +62,6 @@ def test_int8_kv_matches_f32_kv_on_reference_sequences(transformers, reference_s
     assert abs(ppl8 / ppl32 - 1) < 0.01
 
 
-@pytest.mark.skipif(not os.path.exists(data_path("perplexity_en.txt")), reason="tests/data/perplexity_en.txt absent")
 def test_int8_kv_perplexity_of_english_text_within_one_percent(transformers, smollm2_tokenizer):
     f32, int8 = transformers
     ids = smollm2_tokenizer.encode(open(data_path("perplexity_en.txt"), encoding="utf-8").read())

@@ -15,7 +15,6 @@ import pytest
 from model.tokenizer import load_tokenizer
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "tokenize_gemma3_subset.json")
-GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
 UNUSED = 5
 
 with open(DATA, encoding="utf-8") as f:
@@ -73,13 +72,10 @@ def test_newlines_and_space_runs_are_user_defined_tokens(gemma_tok):
 
 @pytest.fixture(scope="module")
 def gemma_full_metadata():
-    home = os.environ.get("PAGEDSERVE_HOME", os.path.expanduser("~/.cache/pagedserve"))
-    path = os.path.join(home, GEMMA_FILE)
-    if not os.path.isfile(path):
-        pytest.skip(f"{path} not present")
     from model.gguf_file import read_metadata
+    from model.model_fetch import fetch_model
 
-    return read_metadata(path)
+    return read_metadata(fetch_model("gemma3-270m"))  # fetched when missing: never a silent skip
 
 
 def test_subset_matches_full_model(gemma_full_metadata):
