@@ -9,13 +9,16 @@ import numpy as np
 from cache.kv_cache_spec import KVCacheSpec
 from kernels.kv_cache_write import kv_cache_shapes
 
-_NUMPY_DTYPE = {"f32": np.float32, "int8": np.int8}
+# f16 caches hold IEEE half bits in uint16 words (Numba has no float16 type on the CPU; the kernels
+# convert through kernels/half_float.py).
+_NUMPY_DTYPE = {"f32": np.float32, "f16": np.uint16, "int8": np.int8}
 
 
 @dataclass
 class LayerKV:
     """One layer's view of its group's arrays (no copy)."""
 
+    # f32: float32; f16: uint16 words holding half bits; int8: int8 with the scales below.
     k: np.ndarray  # [num_blocks, Hkv, Dh, block_size] (K transposed per block: see kernels.kv_cache_write)
     v: np.ndarray  # [num_blocks, Hkv, block_size, Dh]
     k_scale: np.ndarray | None  # [num_blocks, Hkv, block_size] f32 (int8 only)
@@ -30,8 +33,7 @@ class KVStore:
     def __init__(self, spec: KVCacheSpec):
         if spec.kv_dtype not in _NUMPY_DTYPE:
             raise ValueError(
-                f"kv dtype {spec.kv_dtype!r} is not supported by the kernels "
-                f"(Numba has no float16 on the CPU); use one of {sorted(_NUMPY_DTYPE)}"
+                f"kv dtype {spec.kv_dtype!r} is not supported by the kernels; use one of {sorted(_NUMPY_DTYPE)}"
             )
         self.spec = spec
         dtype = _NUMPY_DTYPE[spec.kv_dtype]

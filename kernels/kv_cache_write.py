@@ -11,15 +11,17 @@ fastmath; V is consumed as ``acc[0:Dh] += w * v[key, 0:Dh]``, already vertical.
 Token t goes to slot = slot_mapping[t] = block_id * block_size + offset; slot < 0 marks a padding
 token and is skipped.
 
-float16 caches are not supported: Numba 0.68 has no float16 type on the CPU target (an f16 array
-argument fails typing with ``NotImplementedError: float16``).  Supported caches: float32 (``write_kv``)
-and int8 with per-(token, kv head) float32 scales (``write_kv_int8``).
+Supported caches: float32 and float16 (``write_kv``), and int8 with per-(token, kv head) float32
+scales (``write_kv_int8``).  A float16 cache is a uint16 array holding IEEE half bits: Numba 0.68
+has no float16 type on the CPU target (an np.float16 array argument fails typing), so
+``kernels.half_float`` converts each value (round to nearest even, as NumPy's astype(np.float16)).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from kernels.half_float import to_cache_value
 from kernels.jit import jit
 
 
@@ -62,8 +64,9 @@ def _quant_row(x, t, g, head_dim, cache, scales, b, o, transposed):
 @jit
 def write_kv(k, v, slot_mapping, k_cache, v_cache):
     """k, v [T, Hkv, Dh] f32 -> k_cache [num_blocks, Hkv, Dh, block_size] (transposed) and
-    v_cache [num_blocks, Hkv, block_size, Dh] f32 at slot_mapping [T] int64 (negative slots
-    skipped).  Slots are assumed distinct."""
+    v_cache [num_blocks, Hkv, block_size, Dh] at slot_mapping [T] int64 (negative slots
+    skipped).  Slots are assumed distinct.  Caches are float32 (values stored exactly) or uint16
+    (the bits of x.astype(np.float16))."""
     n_tok, n_kv, head_dim = k.shape
     block_size = k_cache.shape[3]
     for t in range(n_tok):
@@ -74,8 +77,8 @@ def write_kv(k, v, slot_mapping, k_cache, v_cache):
         o = slot % block_size
         for g in range(n_kv):
             for d in range(head_dim):
-                k_cache[b, g, d, o] = k[t, g, d]
-                v_cache[b, g, o, d] = v[t, g, d]
+                k_cache[b, g, d, o] = to_cache_value(k[t, g, d], k_cache)
+                v_cache[b, g, o, d] = to_cache_value(v[t, g, d], v_cache)
 
 
 @jit

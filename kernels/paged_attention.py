@@ -9,6 +9,9 @@ never read (they may be the null block).  GQA: query head h uses kv head h // (H
 
 Cache layout (``kernels.kv_cache_write.kv_cache_shapes``): k_cache [num_blocks, Hkv, Dh, block_size]
 (K transposed), v_cache [num_blocks, Hkv, block_size, Dh], int8 scales [num_blocks, Hkv, block_size].
+Cache element types: float32, uint16 holding IEEE half bits (float16 caches; decoded exactly to
+float32 by ``kernels.half_float.as_f32``), or int8 with scales (``paged_attention_int8``).  A half
+cache gives bit for bit the result of a float32 cache holding the same (half-rounded) values.
 
 Promises:
 * out[t, h] = softmax(scale * q[t, h] . K^T) V over the visible keys, accurate to ~1e-6 relative
@@ -44,6 +47,7 @@ import math
 import numba
 import numpy as np
 
+from kernels.half_float import as_f32
 from kernels.jit import jit, parallel_jit
 
 TILE = 4  # query rows of one sequence per work item (they share every K/V block load)
@@ -72,21 +76,21 @@ def _scores(qs, r0, r1, kc, blk, g, head_dim, block_size, sc):
             q7 = qs[r, d + 7]
             for o in range(block_size):
                 a = sc[r, o]
-                a += q0 * np.float32(kc[blk, g, d, o])
-                a += q1 * np.float32(kc[blk, g, d + 1, o])
-                a += q2 * np.float32(kc[blk, g, d + 2, o])
-                a += q3 * np.float32(kc[blk, g, d + 3, o])
-                a += q4 * np.float32(kc[blk, g, d + 4, o])
-                a += q5 * np.float32(kc[blk, g, d + 5, o])
-                a += q6 * np.float32(kc[blk, g, d + 6, o])
-                a += q7 * np.float32(kc[blk, g, d + 7, o])
+                a += q0 * as_f32(kc[blk, g, d, o])
+                a += q1 * as_f32(kc[blk, g, d + 1, o])
+                a += q2 * as_f32(kc[blk, g, d + 2, o])
+                a += q3 * as_f32(kc[blk, g, d + 3, o])
+                a += q4 * as_f32(kc[blk, g, d + 4, o])
+                a += q5 * as_f32(kc[blk, g, d + 5, o])
+                a += q6 * as_f32(kc[blk, g, d + 6, o])
+                a += q7 * as_f32(kc[blk, g, d + 7, o])
                 sc[r, o] = a
         d += 8
     while d < head_dim:
         for r in range(r0, r1):
             q0 = qs[r, d]
             for o in range(block_size):
-                sc[r, o] += q0 * np.float32(kc[blk, g, d, o])
+                sc[r, o] += q0 * as_f32(kc[blk, g, d, o])
         d += 1
 
 
@@ -106,14 +110,14 @@ def _accumulate_v(acc, r, w, o0, o1, vc, blk, g, head_dim):
         w7 = w[r, o + 7]
         for d in range(head_dim):
             a = acc[r, d]
-            a += w0 * np.float32(vc[blk, g, o, d])
-            a += w1 * np.float32(vc[blk, g, o + 1, d])
-            a += w2 * np.float32(vc[blk, g, o + 2, d])
-            a += w3 * np.float32(vc[blk, g, o + 3, d])
-            a += w4 * np.float32(vc[blk, g, o + 4, d])
-            a += w5 * np.float32(vc[blk, g, o + 5, d])
-            a += w6 * np.float32(vc[blk, g, o + 6, d])
-            a += w7 * np.float32(vc[blk, g, o + 7, d])
+            a += w0 * as_f32(vc[blk, g, o, d])
+            a += w1 * as_f32(vc[blk, g, o + 1, d])
+            a += w2 * as_f32(vc[blk, g, o + 2, d])
+            a += w3 * as_f32(vc[blk, g, o + 3, d])
+            a += w4 * as_f32(vc[blk, g, o + 4, d])
+            a += w5 * as_f32(vc[blk, g, o + 5, d])
+            a += w6 * as_f32(vc[blk, g, o + 6, d])
+            a += w7 * as_f32(vc[blk, g, o + 7, d])
             acc[r, d] = a
         o += 8
     while o + 4 <= o1:
@@ -123,16 +127,16 @@ def _accumulate_v(acc, r, w, o0, o1, vc, blk, g, head_dim):
         w3 = w[r, o + 3]
         for d in range(head_dim):
             a = acc[r, d]
-            a += w0 * np.float32(vc[blk, g, o, d])
-            a += w1 * np.float32(vc[blk, g, o + 1, d])
-            a += w2 * np.float32(vc[blk, g, o + 2, d])
-            a += w3 * np.float32(vc[blk, g, o + 3, d])
+            a += w0 * as_f32(vc[blk, g, o, d])
+            a += w1 * as_f32(vc[blk, g, o + 1, d])
+            a += w2 * as_f32(vc[blk, g, o + 2, d])
+            a += w3 * as_f32(vc[blk, g, o + 3, d])
             acc[r, d] = a
         o += 4
     while o < o1:
         w0 = w[r, o]
         for d in range(head_dim):
-            acc[r, d] += w0 * np.float32(vc[blk, g, o, d])
+            acc[r, d] += w0 * as_f32(vc[blk, g, o, d])
         o += 1
 
 
@@ -141,7 +145,7 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
                  query_start_loc, seq_lens, scale, sliding_window, out):
     """out[t0:t0+nq, g*G:(g+1)*G, :] for nq consecutive query rows of sequence s, kv head g.
 
-    Generic over the cache dtype (float32 or int8).  quant=True multiplies the scores and V rows
+    Generic over the cache dtype (float32, uint16 half bits, or int8).  quant=True multiplies the scores and V rows
     by k_scale / v_scale [num_blocks, Hkv, block_size]; quant=False never reads the scales.
     """
     n_head, head_dim = q.shape[1], q.shape[2]
@@ -285,10 +289,10 @@ def _item_of(i, r, c):
 @parallel_jit
 def paged_attention(q, k_cache, v_cache, block_tables, query_start_loc, seq_lens, scale,
                     sliding_window, out):
-    """Attention over float32 paged caches.
+    """Attention over float32 or float16 (uint16 half bits) paged caches.
 
-    q [T, H, Dh] f32; k_cache [num_blocks, Hkv, Dh, block_size] f32 (K transposed);
-    v_cache [num_blocks, Hkv, block_size, Dh] f32; block_tables [S, max_blocks] int32;
+    q [T, H, Dh] f32; k_cache [num_blocks, Hkv, Dh, block_size] f32 or uint16 (K transposed);
+    v_cache [num_blocks, Hkv, block_size, Dh] of the same type; block_tables [S, max_blocks] int32;
     query_start_loc [S+1] int32; seq_lens [S] int32; scale float; sliding_window int (<= 0: off);
     out [T, H, Dh] f32 (written).
     """

@@ -74,8 +74,9 @@ class Transformer:
                 inv = (inv / weights.rope_freq_factors).astype(np.float32)
             inv_freqs.append(inv)
         self.inv_freqs = np.ascontiguousarray(np.stack(inv_freqs))  # [L, R/2]
+        # int8 caches need the scale arrays, which the fused call does not take.
         self.fused = (weights.stack is not None and cfg.gated_activation == "silu"
-                      and kv_store.spec.num_groups == 1 and kv_store.spec.kv_dtype == "f32")
+                      and kv_store.spec.num_groups == 1 and kv_store.spec.kv_dtype in ("f32", "f16"))
 
     def kv_groups(self) -> range:
         return range(self.kv.spec.num_groups)
@@ -132,7 +133,7 @@ class Transformer:
         table = meta.block_tables[cache.group]
         window = cache.sliding_window
         attn = np.empty_like(q)  # [T, H, Dh]
-        if cache.k_scale is None:
+        if cache.k_scale is None:  # float32 or half (uint16) cache: the kernels convert per element
             write_kv(k, v, slots, cache.k, cache.v)
             paged_attention(q, cache.k, cache.v, table, meta.query_start_loc, meta.seq_lens,
                             np.float32(cfg.attn_scale), window, attn)

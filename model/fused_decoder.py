@@ -6,8 +6,8 @@ kernels, in the same order, from compiled code: the results are bit-identical to
 (tested), only the per-call overhead goes away.
 
 It applies to pre-norm llama/qwen2-style blocks whose weights were stacked at load
-(`model/layer_stack.py`), with a float32 KV cache in one group. Everything else takes the generic
-path.
+(`model/layer_stack.py`), with a float32 or float16 (half bits in uint16) KV cache in one group.
+Everything else takes the generic path.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def decoder_layers(x, positions, inv_freqs, neox, eps, num_heads, num_kv_heads, 
                    attn_scale, sliding_window, ffn_size):
     """Run every layer on x [T, D] in place.
 
-    Stacked weights are indexed [layer, ...]; k_cache, v_cache [L, num_blocks, ...] are the one
-    KV group's arrays; inv_freqs [L, R/2]. The metadata arrays are those of the generic path.
+    Stacked weights are indexed [layer, ...]; k_cache, v_cache [L, num_blocks, ...] (float32, or
+    uint16 holding half bits) are the one KV group's arrays; inv_freqs [L, R/2]. The metadata
+    arrays are those of the generic path.
     """
     num_tokens, hidden = x.shape
     q_size = num_heads * head_dim

@@ -195,7 +195,7 @@ def capacity_table(spec: KVCacheSpec, memory_bytes: int, seq_len: int,
     """Per KV dtype: bytes per token, blocks per group in `memory_bytes`, sequences of `seq_len` that fit.
 
     max_concurrent_sequences = usable blocks (null block excluded) // blocks per sequence, the
-    smallest over the groups. f16 is sizing only (the kernels have no float16 on the CPU).
+    smallest over the groups.
     """
     per_seq = blocks_per_sequence(spec, seq_len)
     layers = [len(g.layer_ids) for g in spec.groups]

@@ -206,7 +206,7 @@ def _print_report(ns: argparse.Namespace, model, result: dict) -> None:
                  f"(usable blocks / blocks per sequence):")
     table = cap["by_kv_dtype"]
     for dtype, row in table.items():
-        note = " (sizing only: no f16 kernels)" if dtype == "f16" else (" <- this run" if dtype == ns.kv_dtype else "")
+        note = " <- this run" if dtype == ns.kv_dtype else ""
         ratio = row["max_concurrent_sequences"] / max(1, table["f32"]["max_concurrent_sequences"])
         lines.append(f"  {dtype:<5}{row['bytes_per_token']:>8} B/token{row['num_blocks']:>8} blocks"
                      f"{row['max_concurrent_sequences']:>7} sequences  x{ratio:.2f} vs f32{note}")

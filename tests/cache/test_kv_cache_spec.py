@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 
 from cache.cache_sizing import num_blocks_for_memory, parse_memory, resolve_num_blocks
 from cache.kv_cache_spec import KVCacheGroupSpec, KVCacheSpec, make_layer_windows
+from cache.kv_store import KVStore
 
 
 def create_spec(layer_windows=(0, 0), kv_dtype="f32", block_size=16, num_blocks=8):
@@ -33,6 +35,18 @@ def test_bytes_per_block_and_token():
     assert spec.bytes_per_block == (2 * 2 * 16 * 2 * 8 * 2, 2 * 1 * 16 * 2 * 8 * 2)
     assert spec.bytes_per_token == 2 * 3 * 2 * 8 * 2
     assert spec.total_bytes == 8 * (2048 + 1024)
+
+
+@pytest.mark.parametrize("kv_dtype,element", [("f32", np.float32), ("f16", np.uint16), ("int8", np.int8)])
+def test_kv_store_allocates_the_spec_bytes_in_kernel_element_types(kv_dtype, element):
+    # f16 caches are uint16 words holding half bits: the kernels have no float16 type.
+    spec = create_spec((0, 0, 64), kv_dtype=kv_dtype, block_size=4)
+    store = KVStore(spec)
+    assert store.nbytes == spec.total_bytes
+    for layer in store.layers.values():
+        assert layer.k.dtype == layer.v.dtype == element
+        assert layer.k.shape == (8, 2, 8, 4) and layer.v.shape == (8, 2, 4, 8)
+        assert (layer.k_scale is None) == (kv_dtype != "int8")
 
 
 def test_int8_bytes_include_scales():

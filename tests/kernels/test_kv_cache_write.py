@@ -1,5 +1,6 @@
-"""write_kv / write_kv_int8: slot addressing, padding skip, exact quantisation recipe, cache layout
-(K transposed per block [num_blocks, Hkv, Dh, block_size], V [num_blocks, Hkv, block_size, Dh])."""
+"""write_kv / write_kv_int8: slot addressing, padding skip, exact quantisation recipe, half (uint16)
+rounding, cache layout (K transposed per block [num_blocks, Hkv, Dh, block_size], V
+[num_blocks, Hkv, block_size, Dh])."""
 
 from __future__ import annotations
 
@@ -93,8 +94,28 @@ def test_write_kv_int8(block_size, n_kv, head_dim):
     assert k_scale.transpose(0, 2, 1).reshape(-1, n_kv)[slots[1], 0] == 0 or slots[1] < 0
 
 
-def test_float16_cache_not_supported_by_numba():
-    # Documented limitation: Numba's CPU target has no float16; if this starts passing, add f16.
+@pytest.mark.parametrize("block_size,n_kv,head_dim", [(1, 1, 8), (3, 2, 64), (16, 3, 64)])
+def test_write_kv_f16_stores_numpy_half_bits(block_size, n_kv, head_dim):
+    # A float16 cache is uint16 words holding half bits (Numba has no CPU float16).
+    n_blocks = 12
+    k, v, slots = _case(200 + block_size, 10, n_kv, head_dim, n_blocks, block_size)
+    k[2, 0, :4] = [0.0, -0.0, 1e-7, 7e4]  # zero signs, a subnormal, overflow to inf
+    k_shape, v_shape, _ = kv_cache_shapes(n_blocks, block_size, n_kv, head_dim)
+    k_cache = np.full(k_shape, 0x1234, np.uint16)
+    v_cache = np.full(v_shape, 0x1234, np.uint16)
+    write_kv(k, v, slots, k_cache, v_cache)
+    keep = slots >= 0
+    with np.errstate(over="ignore"):
+        want_k, want_v = (x.astype(np.float16).view(np.uint16) for x in (k, v))
+    got_k, got_v = by_slot(k_cache, v_cache)
+    np.testing.assert_array_equal(got_k[slots[keep]], want_k[keep])
+    np.testing.assert_array_equal(got_v[slots[keep]], want_v[keep])
+    untouched = np.setdiff1d(np.arange(n_blocks * block_size), slots[keep])
+    assert np.all(got_k[untouched] == 0x1234) and np.all(got_v[untouched] == 0x1234)
+
+
+def test_numpy_float16_arrays_are_not_accepted():
+    # Numba's CPU target has no float16 type: f16 caches must be uint16 arrays of half bits.
     k = np.zeros((1, 1, 8), np.float32)
     cache = np.zeros((1, 1, 1, 8), np.float16)
     with pytest.raises(Exception):

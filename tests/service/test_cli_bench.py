@@ -92,6 +92,21 @@ def test_bench_honours_engine_flags(smollm2_model, monkeypatch, capsys):
     assert result["shared_prefix"]["prefill_tokens_computed"] == 2 * 44
 
 
+def test_bench_runs_with_an_f16_kv_cache(smollm2_model, monkeypatch, capsys):
+    import service.engine_factory as factory
+    from service.cli import main
+
+    monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
+    assert main(["--log-level", "WARNING", "bench", "--prefill-tokens", "0", "--batch-sizes", "1", "--repeats", "1",
+                 "--decode-tokens", "2", "--prompt-tokens", "4", "--kv-dtype", "f16", "--kv-cache-memory", "2MiB",
+                 "--capacity-tokens", "64"]) == 0
+    report = capsys.readouterr().out
+    # 2 bytes per value: 2 MiB hold 5 blocks of 16 tokens (4 usable), against 2 (1 usable) for f32.
+    assert "KV cache: 4 blocks of 16 tokens" in report
+    [f16_row] = [line for line in report.splitlines() if line.startswith("  f16 ")]
+    assert f16_row.endswith("<- this run") and "sizing only" not in report
+
+
 @pytest.mark.parametrize("flag", [[], ["--no-prefix-cache"]])
 def test_shared_prefix_flag_decides_prefix_caching(smollm2_model, monkeypatch, capsys, flag):
     import service.engine_factory as factory
