@@ -1,8 +1,9 @@
 """The one JIT decorator of the package.
 
 Every kernel is compiled in nopython mode, releases the GIL (the engine thread computes while the
-asyncio loop keeps serving), is cached on disk (a second start does not recompile) and uses
-NumPy's error model (division by zero gives inf/nan like NumPy, no Python exception paths).
+asyncio loop keeps serving), is cached on disk (a second start does not recompile; where: see
+`kernels/compile_cache.py`) and uses NumPy's error model (division by zero gives inf/nan like
+NumPy, no Python exception paths).
 """
 
 from __future__ import annotations
