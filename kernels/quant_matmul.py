@@ -1,22 +1,19 @@
-"""Quantized matrix multiply: out[M, N] = x[M, K] @ W[N, K]^T for weights in the tiled layout.
+"""Quantized matrix multiply: out[M, N] = x[M, K] @ W[N, K]^T with int16 activations.
 
-Tiled layout (built once at load by `model/weight_layout.py`): output rows are grouped in tiles of
-T = 64 so that the innermost loop runs over 64 output rows at once (four AVX-512 registers of
-float32 lanes, no horizontal reduction). For tile `t`, group `g` (of G consecutive inputs), input `j`:
+Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
+`kernels/int16_dot.py` then sums weight code * activation code exactly in int32 per weight group
+(AVX-512 VNNI `vpdpwssd`: 32 multiply-adds per instruction) and finishes each group in float32
+with the weight's scale and minimum. The rounding adds at most 2^-16 of each block's largest
+magnitude per input (tests/kernels/test_quant_matmul.py bounds the output error by it), far below
+the weights' own quantization error; 8-bit activations were tried and failed the fidelity bar.
 
-    q8: codes [NT, NG, G, T] int8/uint8   code of output row T*t+r for input G*g+j
-    q4: codes [NT, NG, 16, T] uint8       low nibble: input 32g+j, high nibble: input 32g+16+j
-    scale, minv [NT, NG, T] float32       w = scale * code + minv
-
-Per group the kernel accumulates code * x over the group's inputs in a fixed order, then adds
-scale * partial and minv * sum(x over the group). Activations stay float32 (llama.cpp rounds them
-to 8 bits), so results match a float32 reference to float32 rounding.
-
-Speed comes from register tiles: a pass handles ROWS (4) activation rows against one weight tile,
-so every weight code is converted once and used four times, and the 4 x 64 accumulators live in
-stack scratch (`stack_array.py`) that LLVM keeps in registers. Rows left over (M % 4) take a
-one-row pass. Both passes run the same sequence of float operations for every output value, so a
-row's result is bit-identical whatever else shares the batch (batch invariance; tested).
+Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = output rows
+64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
+    q4: codes [NT, NG, 1024] uint8        nibble-packed pairs of inputs (G = 32)
+    q8: codes [NT, NG, G/2, 128] int8     one signed code per byte, pairs of inputs (G = 16, 32)
+    scale, minv [NT, NG, 64] float32      w = scale * code + minv
+(see int16_dot.py for the byte order). A row's result depends only on that row: integer sums are
+exact and the float finish is the same sequence for every row (batch invariance; tested).
 """
 
 from __future__ import annotations
@@ -24,158 +21,115 @@ from __future__ import annotations
 import numba
 import numba.extending
 import numpy as np
-from numba import literally
 
-from kernels.jit import contract_jit, contract_parallel_jit
+from kernels.int16_dot import MAX_ROWS, TILE, tile_pass
+from kernels.jit import jit, parallel_jit
 from kernels.stack_array import stack_f32
 
-ROWS = 4  # activation rows per register pass
-TILE = 64  # output rows per tile (the layout's last axis)
+ACT_BLOCK = 32  # activation inputs per int16 scale
 
 
-@contract_jit
-def group_sums(x, group_size, xsum):
-    """xsum[m, g] = sum of x[m, g*G:(g+1)*G] in ascending order.  x [M, K] f32 -> xsum [M, K/G]."""
+@jit
+def quantize_activations(x, group_size, xq, dx, xsum):
+    """x [M, K] f32 -> xq [M, K] int16 and dx [M, K/32] f32 (xq * dx ~ x, |xq| <= 32767), and
+    xsum [M, K/G] f32: the float sum of x over each group of group_size inputs (ascending).
+    An all-zero block gets scale 0 and codes 0."""
     M, K = x.shape
     for m in range(M):
+        for b in range(K // ACT_BLOCK):
+            k0 = b * ACT_BLOCK
+            amax = np.float32(0.0)
+            for k in range(k0, k0 + ACT_BLOCK):
+                a = abs(x[m, k])
+                if a > amax:
+                    amax = a
+            d = amax / np.float32(32767.0)
+            dx[m, b] = d
+            inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+            for k in range(k0, k0 + ACT_BLOCK):
+                v = np.rint(x[m, k] * inv)
+                # x * (32767 / amax) can round to 32767.002: the clip keeps |xq| <= 32767
+                xq[m, k] = np.int16(min(max(v, np.float32(-32767.0)), np.float32(32767.0)))
         for g in range(K // group_size):
             s = np.float32(0.0)
-            for j in range(group_size):
-                s += x[m, g * group_size + j]
+            for k in range(g * group_size, (g + 1) * group_size):
+                s += x[m, k]
             xsum[m, g] = s
 
 
-@contract_jit
-def _finish(acc, part, scale_g, minv_g, xsum, m0, g, rows):
-    """acc[mi] += scale_g * part[mi] + minv_g * xsum[m0+mi, g]; part[mi] = 0 (one fma each)."""
-    for mi in range(rows):
-        xs = xsum[m0 + mi, g]
-        for r in range(TILE):
-            acc[mi, r] += scale_g[r] * part[mi, r]
-            acc[mi, r] += minv_g[r] * xs
-            part[mi, r] = 0.0
+@jit
+def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, packed, rows):
+    # `rows` must be a literal: one compiled pass per row count.
+    tile_pass(codes_t.ctypes.data, scale_t.ctypes.data, minv_t.ctypes.data, xq[m0].ctypes.data,
+              dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
+              xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, packed, rows)
 
 
-@contract_jit
-def _store(acc, out, m0, n0, rows):
+@jit
+def _tile(codes, scale, minv, xq, dx, xsum, out, t, group_size, packed):
+    """Output columns of tile t for every row: passes of 4 rows, then one of the 1-3 left."""
+    buf = numba.carray(stack_f32(256), (MAX_ROWS, TILE))  # results before the column clip
+    M = xq.shape[0]
+    n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
-    for mi in range(rows):
-        for r in range(n):
-            out[m0 + mi, n0 + r] = acc[mi, r]
-
-
-@contract_jit
-def _q4_pass(x, codes, scale, minv, xsum, out, t, m0, rows):
-    """Rows m0..m0+rows-1 of out against tile t; `rows` is a compile-time constant (1 or ROWS)."""
-    literally(rows)
-    half = codes.shape[2]
-    part = numba.carray(stack_f32(256), (rows, TILE))  # [rows, TILE] (256 = ROWS * TILE)
-    acc = numba.carray(stack_f32(256), (rows, TILE))
-    lo = numba.carray(stack_f32(64), (TILE,))
-    hi = numba.carray(stack_f32(64), (TILE,))
-    for mi in range(rows):
-        for r in range(TILE):
-            acc[mi, r] = 0.0
-            part[mi, r] = 0.0
-    for g in range(codes.shape[1]):
-        base = g * 2 * half
-        for j in range(half):
-            cj = codes[t, g, j]
-            for r in range(TILE):
-                b = cj[r]
-                lo[r] = np.float32(np.uint8(b & 15))  # the uint8 casts keep LLVM in 8/32-bit lanes
-                hi[r] = np.float32(np.uint8(b >> 4))
-            for mi in range(rows):
-                xa = x[m0 + mi, base + j]
-                xb = x[m0 + mi, base + half + j]
-                for r in range(TILE):
-                    part[mi, r] += lo[r] * xa
-                    part[mi, r] += hi[r] * xb
-        _finish(acc, part, scale[t, g], minv[t, g], xsum, m0, g, rows)
-    _store(acc, out, m0, t * TILE, rows)
-
-
-@contract_jit
-def _q8_pass(x, codes, scale, minv, xsum, out, t, m0, rows):
-    """Like _q4_pass for one-code-per-byte tiles [NT, NG, G, TILE]."""
-    literally(rows)
-    group = codes.shape[2]
-    part = numba.carray(stack_f32(256), (rows, TILE))
-    acc = numba.carray(stack_f32(256), (rows, TILE))
-    w = numba.carray(stack_f32(64), (TILE,))
-    for mi in range(rows):
-        for r in range(TILE):
-            acc[mi, r] = 0.0
-            part[mi, r] = 0.0
-    for g in range(codes.shape[1]):
-        for j in range(group):
-            cj = codes[t, g, j]
-            for r in range(TILE):
-                w[r] = np.float32(cj[r])
-            k = g * group + j
-            for mi in range(rows):
-                xv = x[m0 + mi, k]
-                for r in range(TILE):
-                    part[mi, r] += w[r] * xv
-        _finish(acc, part, scale[t, g], minv[t, g], xsum, m0, g, rows)
-    _store(acc, out, m0, t * TILE, rows)
-
-
-@contract_jit
-def _q4_tile(x, codes, scale, minv, xsum, out, t):
-    M = x.shape[0]
     m0 = 0
-    while m0 + ROWS <= M:
-        _q4_pass(x, codes, scale, minv, xsum, out, t, m0, 4)
-        m0 += ROWS
     while m0 < M:
-        _q4_pass(x, codes, scale, minv, xsum, out, t, m0, 1)
-        m0 += 1
+        rows = min(MAX_ROWS, M - m0)
+        if rows == 4:
+            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 4)
+        elif rows == 3:
+            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 3)
+        elif rows == 2:
+            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 2)
+        else:
+            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 1)
+        for mi in range(rows):
+            for r in range(n):
+                out[m0 + mi, n0 + r] = buf[mi, r]
+        m0 += rows
 
 
-@contract_jit
-def _q8_tile(x, codes, scale, minv, xsum, out, t):
-    M = x.shape[0]
-    m0 = 0
-    while m0 + ROWS <= M:
-        _q8_pass(x, codes, scale, minv, xsum, out, t, m0, 4)
-        m0 += ROWS
-    while m0 < M:
-        _q8_pass(x, codes, scale, minv, xsum, out, t, m0, 1)
-        m0 += 1
+@jit
+def _activations(x, group_size):
+    M, K = x.shape
+    xq = np.empty((M, K), np.int16)
+    dx = np.empty((M, K // ACT_BLOCK), np.float32)
+    xsum = np.empty((M, K // group_size), np.float32)
+    quantize_activations(x, group_size, xq, dx, xsum)
+    return xq, dx, xsum
 
 
-@contract_parallel_jit
+@parallel_jit
 def matmul_q4(x, codes, scale, minv, out):
-    """out [M, N] = x [M, K] f32 @ dequant(codes [NT, NG, 16, TILE] uint8, scale, minv [NT, NG, TILE])^T."""
-    M = x.shape[0]
-    NT, NG, H, R = codes.shape
-    assert R == TILE, "codes must be tiled by TILE output rows"
-    xsum = np.empty((M, NG), dtype=np.float32)
-    group_sums(x, 2 * H, xsum)
-    for t in numba.prange(NT):
-        _q4_tile(x, codes, scale, minv, xsum, out, t)
+    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8 (nibble-packed, G = 32)."""
+    assert codes.shape[2] == 16 * TILE, "q4 codes must be [NT, NG, 1024]"
+    xq, dx, xsum = _activations(x, 32)
+    for t in numba.prange(codes.shape[0]):
+        _tile(codes, scale, minv, xq, dx, xsum, out, t, 32, True)
 
 
-@contract_parallel_jit
+@parallel_jit
 def matmul_q8(x, codes, scale, minv, out):
-    """out [M, N] = x [M, K] f32 @ dequant(codes [NT, NG, G, TILE] int8/uint8, scale, minv)^T."""
-    M = x.shape[0]
-    NT, NG, G, R = codes.shape
-    assert R == TILE, "codes must be tiled by TILE output rows"
-    xsum = np.empty((M, NG), dtype=np.float32)
-    group_sums(x, G, xsum)
-    for t in numba.prange(NT):
-        _q8_tile(x, codes, scale, minv, xsum, out, t)
+    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, G/2, 128] int8 (G = 16 or 32)."""
+    assert codes.shape[3] == 2 * TILE, "q8 codes must be [NT, NG, G/2, 128]"
+    if codes.shape[2] == 16:
+        xq, dx, xsum = _activations(x, 32)
+        for t in numba.prange(codes.shape[0]):
+            _tile(codes, scale, minv, xq, dx, xsum, out, t, 32, False)
+    else:
+        assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
+        xq, dx, xsum = _activations(x, 16)
+        for t in numba.prange(codes.shape[0]):
+            _tile(codes, scale, minv, xq, dx, xsum, out, t, 16, False)
 
 
 def matmul_codes(x, codes, scale, minv, out):
-    """Compiled-code dispatcher: the codes' dtype picks the kernel (uint8 = q4, int8 = q8)."""
+    """Compiled-code dispatcher: the codes' rank picks the kernel (3 = q4, 4 = q8)."""
     raise NotImplementedError("call from compiled code only")
 
 
 @numba.extending.overload(matmul_codes, jit_options={"cache": True, "nogil": True})
 def _matmul_codes_overload(x, codes, scale, minv, out):
-    if codes.dtype == numba.types.uint8:
+    if codes.ndim == 3:
         return lambda x, codes, scale, minv, out: matmul_q4(x, codes, scale, minv, out)
     return lambda x, codes, scale, minv, out: matmul_q8(x, codes, scale, minv, out)

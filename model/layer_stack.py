@@ -19,7 +19,7 @@ _ROLES = ("qkv", "attn_output", "gate_up", "ffn_down")
 
 @dataclass(frozen=True)
 class StackedLinear:
-    codes: np.ndarray  # [L, NT, NG, G', TILE] uint8 (q4) or int8 (q8)
+    codes: np.ndarray  # [L, NT, NG, ...] uint8: a LinearWeight's codes stacked (see weight_layout)
     scale: np.ndarray  # [L, NT, NG, TILE] float32
     minv: np.ndarray  # [L, NT, NG, TILE] float32
 

@@ -1,8 +1,8 @@
 """Repack GGUF weight matrices at load into the tiled layout the matmul kernels stream through.
 
-Quantized formats keep their integer codes (4-bit codes stay nibble-packed), so the repacked
-weights take about the size of the file: Q4_1 goes from 0.625 to 0.75 bytes per weight (the f16
-scale and min become float32 for the kernel). Float formats become float32 [N, K] matrices used
+Quantized formats keep their integer codes (4-bit codes stay nibble-packed), laid out for the
+integer dot-product kernels (`kernels/quant_matmul.py`), so the repacked weights take about the size
+of the file: Q4_1 goes from 0.625 to 0.75 bytes per weight (the f16 scale and min become float32). Float formats become float32 [N, K] matrices used
 through BLAS.
 """
 
@@ -26,7 +26,7 @@ class LinearWeight:
     num_out: int  # N
     num_in: int  # K
     format: str  # the GGUF type it came from
-    codes: np.ndarray  # q4: [NT, NG, 16, TILE] uint8; q8: [NT, NG, G, TILE]; f32: [N, K] float32
+    codes: np.ndarray  # q4: [NT, NG, 16*TILE] uint8; q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K] f32
     scale: np.ndarray  # [NT, NG, TILE] float32 (empty for f32)
     minv: np.ndarray  # [NT, NG, TILE] float32 (empty for f32)
 
@@ -83,12 +83,16 @@ def build_linear_fused(tensors: list[GGUFTensor]) -> LinearWeight:
     q = _tile_rows(dec_q.reshape(n, ng, g), nt)  # [NT, TILE, NG, G]
     if bits == 4 and g == 32:
         q = q.astype(np.uint8)
-        packed = q[..., :16] | (q[..., 16:] << 4)  # [NT, TILE, NG, 16]
-        codes = np.ascontiguousarray(packed.transpose(0, 2, 3, 1))  # [NT, NG, 16(j), TILE(r)]
+        lo = q[..., :16].reshape(nt, 2, 32, ng, 8, 2)  # [NT, half h, row r, NG, pair p, e]
+        hi = q[..., 16:].reshape(nt, 2, 32, ng, 8, 2)
+        packed = (lo | (hi << 4)).transpose(0, 3, 4, 1, 2, 5)  # [NT, NG, p, h, r, e]
+        codes = np.ascontiguousarray(packed).reshape(nt, ng, 16 * TILE)
         return LinearWeight("q4", n, k, fmt, codes, scale, minv)
-    # int8 for every one-code-per-byte format (Q5 codes 0..31 fit): the dtype alone then tells a
-    # compiled caller which kernel a weight needs (uint8 = nibble-packed q4, int8 = q8).
-    codes = np.ascontiguousarray(q.transpose(0, 2, 3, 1).astype(np.int8))  # [NT, NG, G, TILE]
+    if g not in (16, 32):
+        raise ModelLoadError(f"weight type {fmt} has groups of {g} inputs; the kernels take 16 or 32")
+    # one signed byte per code (every format's codes lie in -128..127), inputs in pairs
+    pairs = q.astype(np.int8).reshape(nt, TILE, ng, g // 2, 2)  # [NT, r, NG, p, e]
+    codes = np.ascontiguousarray(pairs.transpose(0, 2, 3, 1, 4)).reshape(nt, ng, g // 2, 2 * TILE)
     return LinearWeight("q8", n, k, fmt, codes, scale, minv)
 
 

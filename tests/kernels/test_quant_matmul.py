@@ -1,12 +1,25 @@
-"""The tiled quantized matmul against a float64 NumPy product of the dequantized weights."""
+"""The tiled int16-activation matmul against NumPy references.
+
+Two references per case: the exact arithmetic of the scheme (activations rounded to int16 per 32
+inputs, exact products with the weight codes, float finish) which the kernel must match to float32
+rounding; and the float64 product with the unrounded activations, which it must match within the
+error that the activation rounding can cause (computed per output, not a fixed tolerance).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 
+from kernels.int16_dot import HAS_VNNI
+from kernels.quant_matmul import quantize_activations
 from model.gguf_file import GGUFTensor
-from model.weight_formats import QUANT_FORMATS, dequantize
+from model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
 from model.weight_layout import build_linear, matmul
 from tests.model.test_weight_formats import random_blocks
 
@@ -22,6 +35,33 @@ def make_tensor(fmt: str, num_out: int, num_in: int, seed: int) -> GGUFTensor:
     return GGUFTensor("w", fmt, (num_out, num_in), raw)
 
 
+def numpy_quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The documented activation rounding in NumPy float32: (xq [M, K] float64, dx [M, K/32])."""
+    m, k = x.shape
+    blocks = x.reshape(m, k // 32, 32)
+    dx = np.abs(blocks).max(axis=2) / np.float32(32767.0)  # float32
+    with np.errstate(divide="ignore"):
+        inv = np.where(dx > 0, np.float32(1.0) / dx, np.float32(0.0)).astype(np.float32)
+    xq = np.clip(np.rint(blocks * inv[:, :, None]), -32767, 32767)
+    return xq.reshape(m, k).astype(np.float64), dx
+
+
+def test_quantize_activations_matches_numpy():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((5, 96)) * rng.uniform(0.01, 100, (5, 1))).astype(np.float32)
+    x[1, :32] = 0.0  # an all-zero block: scale 0, codes 0
+    x[2, 40] = 1e-30  # tiny values still round sanely
+    xq = np.empty(x.shape, np.int16)
+    dx = np.empty((5, 3), np.float32)
+    xsum = np.empty((5, 6), np.float32)
+    quantize_activations(x, 16, xq, dx, xsum)
+    ref_q, ref_d = numpy_quantize(x)
+    np.testing.assert_array_equal(xq, ref_q.astype(np.int16))
+    np.testing.assert_array_equal(dx, ref_d)
+    assert np.abs(xq.astype(np.int32)).max() <= 32767
+    np.testing.assert_allclose(xsum, x.reshape(5, 6, 16).sum(axis=2), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("fmt", QUANT_FORMATS + ("F32", "F16", "BF16"))
 @pytest.mark.parametrize("num_rows", [1, 3, 8, 13])
 def test_matmul_every_format(fmt, num_rows):
@@ -33,19 +73,68 @@ def test_matmul_every_format(fmt, num_rows):
     x = np.random.default_rng(7).standard_normal((num_rows, num_in)).astype(np.float32)
     out = np.full((num_rows, num_out), np.nan, dtype=np.float32)
     matmul(x, weight, out)
-    expected = x.astype(np.float64) @ w.T
-    scale = np.abs(expected).max()
-    np.testing.assert_allclose(out, expected, rtol=0, atol=2e-6 * scale * np.sqrt(num_in / 32))
+    exact = x.astype(np.float64) @ w.T
+    size = np.abs(exact).max()
+    if weight.kind == "f32":
+        np.testing.assert_allclose(out, exact, rtol=0, atol=2e-6 * size * np.sqrt(num_in / 32))
+        return
+    # 1) the scheme's own arithmetic: scale * code * (xq * dx) + min * x, summed in float64
+    dec = decode_blocks(fmt, tensor.data, num_in)
+    g = dec.group_size
+    xq, dx = numpy_quantize(x)
+    x_rounded = xq * np.repeat(dx, 32, axis=1)  # [M, K]
+    w_codes = dec.q.astype(np.float64) * np.repeat(dec.scale, g, axis=1)  # [N, K] scale * code
+    w_min = np.repeat(dec.min, g, axis=1).astype(np.float64)
+    scheme = x_rounded @ w_codes.T + x.astype(np.float64) @ w_min.T
+    np.testing.assert_allclose(out, scheme, rtol=0, atol=2e-6 * size * np.sqrt(num_in / 32))
+    # 2) against the unrounded product: off by at most sum_k |scale * code| * |x - xq * dx|
+    bound = np.abs(x.astype(np.float64) - x_rounded) @ np.abs(w_codes).T
+    assert np.all(np.abs(out - exact) <= bound + 2e-6 * size * np.sqrt(num_in / 32))
+    assert np.all(bound <= 2e-5 * np.abs(x).sum(axis=1, keepdims=True) * np.abs(w_codes).max())
 
 
 def test_matmul_is_batch_invariant():
-    """A row's output is bit-identical alone and inside batches of other sizes."""
-    weight = build_linear(make_tensor("Q4_1", 130, 160, seed=3))
-    rng = np.random.default_rng(5)
-    batch = rng.standard_normal((19, 160)).astype(np.float32)
-    full = np.empty((19, 130), np.float32)
-    matmul(batch, weight, full)
-    for i in (0, 7, 18):
-        alone = np.empty((1, 130), np.float32)
-        matmul(np.ascontiguousarray(batch[i:i + 1]), weight, alone)
-        np.testing.assert_array_equal(alone[0], full[i])
+    """A row's output is bit-identical alone and inside batches of other sizes (every pass size)."""
+    for fmt in ("Q4_1", "Q8_0", "Q6_K"):
+        num_in = 512 if fmt.endswith("_K") else 160
+        weight = build_linear(make_tensor(fmt, 130, num_in, seed=3))
+        rng = np.random.default_rng(5)
+        batch = rng.standard_normal((19, num_in)).astype(np.float32)
+        full = np.empty((19, 130), np.float32)
+        matmul(batch, weight, full)
+        for lo, hi in ((0, 1), (7, 9), (16, 19), (5, 12)):
+            part = np.empty((hi - lo, 130), np.float32)
+            matmul(np.ascontiguousarray(batch[lo:hi]), weight, part)
+            np.testing.assert_array_equal(part, full[lo:hi])
+
+
+_PORTABLE_SCRIPT = """
+import sys
+import numpy as np
+from kernels.int16_dot import HAS_VNNI
+from tests.kernels.test_quant_matmul import portable_case
+assert not HAS_VNNI
+np.save(sys.argv[1], portable_case())
+"""
+
+
+def portable_case() -> np.ndarray:
+    """Outputs of every code layout (q4 packed, q8 with groups of 32 and 16) for 7 rows."""
+    outs = []
+    for fmt, num_in in (("Q4_1", 160), ("Q8_0", 160), ("Q6_K", 256)):
+        weight = build_linear(make_tensor(fmt, 70, num_in, seed=11))
+        x = np.random.default_rng(12).standard_normal((7, num_in)).astype(np.float32)
+        out = np.empty((7, 70), np.float32)
+        outs.append(matmul(x, weight, out))
+    return np.concatenate(outs, axis=1)
+
+
+@pytest.mark.slow
+def test_portable_integer_path_gives_identical_results(tmp_path):
+    """The path for CPUs without AVX-512 VNNI (forced in a subprocess with its own kernel cache)
+    computes the same integer sums, so the same bits, as the path this machine runs."""
+    env = dict(os.environ, PAGEDSERVE_PORTABLE_INT="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    result = tmp_path / "portable.npy"
+    subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT, str(result)], env=env, check=True,
+                   cwd=Path(__file__).resolve().parents[2], timeout=600)
+    np.testing.assert_array_equal(np.load(result), portable_case())
