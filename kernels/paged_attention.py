@@ -15,7 +15,7 @@ cache gives bit for bit the result of a float32 cache holding the same (half-rou
 
 Promises:
 * out[t, h] = softmax(scale * q[t, h] . K^T) V over the visible keys, accurate to ~1e-6 relative
-  (float32 dot products and V accumulation, float64 running max / exp / exp-sum).
+  (float32 dot products, V accumulation and exp (kernels/fast_exp.py, ~1 ulp); float64 exp-sum).
 * Batch invariance: a row's result depends only on its own query, its sequence's cache, and the
   scalars - never on the other rows, the batch composition or the thread count.  Every (row, head)
   runs the same sequence of float operations whether its row is processed alone or in a tile with
@@ -42,11 +42,11 @@ mixes early and late rows of a prompt (causal prefill stays balanced).
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
 
+from kernels.fast_exp import exp_f32
 from kernels.half_float import as_f32
 from kernels.jit import jit, parallel_jit
 
@@ -172,7 +172,7 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
     acc = np.empty((n_rows, head_dim), np.float32)  # unnormalised outputs
     sc = np.empty((n_rows, block_size), np.float32)  # scores of one block
     w = np.empty((n_rows, block_size), np.float32)  # V weights of one block
-    m = np.empty(n_rows, np.float64)  # running max score
+    m = np.empty(n_rows, np.float32)  # running max score
     lsum = np.empty(n_rows, np.float64)  # running sum of exp(score - m)
     j0 = np.empty(nq, np.int64)  # first visible key of each query row
     for i in range(nq):
@@ -211,23 +211,23 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
             for hq in range(group):
                 r = i * group + hq
                 # 2) online softmax: rescale the running state once per block if the max grew.
-                bm = -np.inf
+                bm = m[r]
                 for o in range(o0, o1):
                     if sc[r, o] > bm:
-                        bm = np.float64(sc[r, o])
+                        bm = sc[r, o]
                 if bm > m[r]:
                     if lsum[r] > 0.0:
-                        alpha = math.exp(m[r] - bm)
+                        alpha = exp_f32(m[r] - bm)
                         lsum[r] *= alpha
-                        a32 = np.float32(alpha)
                         for d in range(head_dim):
-                            acc[r, d] *= a32
+                            acc[r, d] *= alpha
                     m[r] = bm
-                # 3) weights (float64 exp, summed in key order), then the V rows.
+                # 3) weights (a vectorised float32 exp), summed in key order, then the V rows.
+                mr = m[r]
                 for o in range(o0, o1):
-                    e = math.exp(np.float64(sc[r, o]) - m[r])
-                    lsum[r] += e
-                    w[r, o] = np.float32(e)
+                    w[r, o] = exp_f32(sc[r, o] - mr)
+                for o in range(o0, o1):
+                    lsum[r] += w[r, o]
                 if quant:
                     for o in range(o0, o1):
                         w[r, o] *= v_scale[blk, g, o]
