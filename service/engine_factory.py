@@ -25,7 +25,7 @@ log = logging.getLogger("pagedserve")
 @dataclass(frozen=True)
 class EngineArgs:
     model: str | None = None
-    kv_dtype: str = "f32"
+    kv_dtype: str = "f16"  # as llama.cpp: half the memory of f32, KL to f32 ~4e-7 (tests/cache)
     kv_cache_memory: str | None = "512MiB"
     num_kv_blocks: int | None = None
     block_size: int = 16
@@ -43,9 +43,9 @@ class EngineArgs:
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="GGUF path or known model name (default: SmolLM2-135M-Instruct Q4_1)")
-    parser.add_argument("--kv-dtype", choices=["f32", "f16", "int8"], default="f32",
-                        help="KV-cache element type: f32 (exact), f16 (IEEE half stored as uint16), "
-                             "int8 (per-token, per-head scales)")
+    parser.add_argument("--kv-dtype", choices=["f32", "f16", "int8"], default="f16",
+                        help="KV-cache element type: f16 (default; IEEE half stored as uint16), "
+                             "f32 (exact), int8 (per-token, per-head scales)")
     parser.add_argument("--kv-cache-memory", default=None, help="KV-cache size, e.g. 512MiB (default)")
     parser.add_argument("--num-kv-blocks", type=int, default=None, help="KV-cache size in blocks")
     parser.add_argument("--block-size", type=int, default=16)

@@ -65,8 +65,9 @@ def _prompt(seed: int, n: int) -> list[int]:
 
 
 def _engine(model, **overrides):
+    # f32 KV: these cases check the forward pass's arithmetic; KV rounding has its own tests (tests/cache)
     args = EngineArgs(**{"num_kv_blocks": 64, "kv_cache_memory": None, "block_size": BLOCK_SIZE,
-                         **overrides})
+                         "kv_dtype": "f32", **overrides})
     engine, _ = build_engine(args, model=model, warm_up=False)
     return engine
 

@@ -10,14 +10,16 @@ import grpc
 import pytest
 
 from proto.pagedserve.v1 import pagedserve_pb2 as pb
-from tests.service.conftest import rpc_error, wait_until
+from tests.service.conftest import rpc_error, test_options, wait_until
 
 LONG_PROMPT = [1] + [300 + (7 * i) % 5000 for i in range(159)]  # 160 tokens = 10 blocks
 
 
 @pytest.fixture(scope="module")
 def tight(start_server):
-    return start_server(max_num_batched_tokens=16, max_num_seqs=1, max_waiting=1, num_kv_blocks=64)
+    # max_tokens up to 900: a running request must outlast the steps of a test however fast decode is
+    return start_server(test_options(max_tokens_limit=900), max_num_batched_tokens=16, max_num_seqs=1,
+                        max_waiting=1, num_kv_blocks=64)
 
 
 def blocks_used(server) -> int:
@@ -84,7 +86,7 @@ def test_cancel_mid_decode_frees_blocks(tight):
 @pytest.mark.slow
 def test_waiting_request_cancel_deadline_queue_full_and_abort(tight):
     aborted = num_aborted(tight)
-    running = tight.client.generate(request(LONG_PROMPT[:20], 60, "runner"))
+    running = tight.client.generate(request(LONG_PROMPT[:20], 900, "runner"))  # seconds of decode
     next(running)  # admitted and decoding: it holds the only sequence slot
     waiting = tight.client.generate(request(LONG_PROMPT[:30], 4, "waiter"))
     wait_until(lambda: tight.engine.stats().num_waiting == 1)

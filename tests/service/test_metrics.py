@@ -27,7 +27,8 @@ def test_scraped_metrics_agree_with_engine_stats(served):
     assert value(samples, "pagedserve_kv_cache_used_blocks", **g0) == stats.num_blocks_used[0] == 0
     assert value(samples, "pagedserve_kv_cache_usage_ratio") == stats.kv_cache_usage
     assert value(samples, "pagedserve_kv_cache_block_size_bytes", **g0) == spec.bytes_per_block[0]
-    assert value(samples, "pagedserve_kv_cache_info", kv_dtype="f32", block_size_tokens="16", num_groups="1") == 1
+    assert spec.kv_dtype == "f16"  # the default
+    assert value(samples, "pagedserve_kv_cache_info", kv_dtype="f16", block_size_tokens="16", num_groups="1") == 1
     assert value(samples, "pagedserve_kv_cache_window_freed_blocks_total") == stats.num_window_freed_blocks
     assert value(samples, "pagedserve_prefix_cache_queried_tokens_total") == stats.num_prefix_queried_tokens > 0
     assert value(samples, "pagedserve_prefix_cache_hit_tokens_total") == stats.num_prefix_hit_tokens

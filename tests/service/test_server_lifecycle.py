@@ -36,7 +36,7 @@ def test_model_info_tokenize_detokenize(served, smollm2_model):
     cfg, spec = smollm2_model.config, served.engine.config.kv_cache_spec
     assert (info.architecture, info.context_length, info.vocab_size, info.weight_format) == (
         "llama", 8192, 49152, cfg.weight_format)
-    assert (info.kv_dtype, info.block_size, info.num_blocks_total) == ("f32", 16, 255)
+    assert (info.kv_dtype, info.block_size, info.num_blocks_total) == ("f16", 16, 255)
     assert info.bytes_per_block == spec.bytes_per_block[0] and list(info.sliding_windows) == [0]
     assert info.limits.max_tokens_limit == 64 and info.limits.max_model_len == 8192
     assert info.limits.max_stop_strings == 16 and info.limits.max_message_bytes == 16 << 20
