@@ -13,6 +13,7 @@ import math
 import numba
 import numpy as np
 
+from kernels.fast_exp import exp_f32
 from kernels.jit import jit, parallel_jit
 
 
@@ -25,7 +26,8 @@ def _n_chunks(n_col):
 
 @jit
 def _silu(g):
-    return g / (np.float32(1.0) + np.exp(-g))
+    # exp_f32 is plain arithmetic, so the loops calling this vectorise (a libm exp would not)
+    return g / (np.float32(1.0) + exp_f32(-g))
 
 
 @jit

@@ -4,7 +4,7 @@ Why: `math.exp` compiles to a libm call per element, which no loop around it can
 paged attention the softmax weights (one exp per key per query head) cost as much as the dot
 products. `exp_f32` is Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2, a degree-7 polynomial for
 e^r, and 2^n built from its exponent bits; about 1 ulp from the correctly rounded value over the
-range it serves (inputs <= 0, as softmax uses it; tested against NumPy).
+range it serves (tested against NumPy). SiLU uses it too.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def f32_from_bits(typingctx, bits):
 
 @jit
 def exp_f32(x):
-    """e^x for float32 x <= 0 (inputs below -87.3 give ~1e-38 rather than 0 or a subnormal)."""
-    x = max(x, np.float32(-87.3))
+    """e^x for float32 x, clamped to [-87.3, 88]: below, ~1e-38 instead of 0 or a subnormal;
+    above, ~1.65e38 instead of inf (callers divide by 1 + e^x or multiply by e^(x <= 0))."""
+    x = min(max(x, np.float32(-87.3)), np.float32(88.0))
     n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
     r = x - n * np.float32(0.693359375)
     r = r - n * np.float32(-2.12194440e-4)

@@ -33,6 +33,18 @@ def test_exp_f32_within_two_ulp_for_inputs_from_minus_87_to_0():
     assert out[-5] == 1.0 and out[-4] == 1.0
 
 
+def test_exp_f32_positive_inputs_within_two_ulp_and_clamped_above_88():
+    x = np.random.default_rng(1).uniform(0, 88, 100_000).astype(np.float32)
+    out = np.empty_like(x)
+    _exp_all(x, out)
+    ref = np.exp(x.astype(np.float64))
+    assert (np.abs(out - ref) / ref).max() <= 2 * 2.0 ** -24
+    big = np.array([88.0, 100.0, np.inf], np.float32)
+    out = np.empty_like(big)
+    _exp_all(big, out)
+    assert np.all(np.isfinite(out)) and np.all(out == out[0]) and out[0] > 1e38
+
+
 def test_exp_f32_very_negative_inputs_stay_tiny_and_finite():
     x = np.array([-87.3, -100.0, -1e4, -np.inf], np.float32)
     out = np.empty_like(x)
