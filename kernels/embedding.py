@@ -9,6 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from kernels.half_float import as_f32
 from kernels.jit import parallel_jit
 
 _TILE = 64
@@ -17,7 +18,7 @@ _TILE = 64
 @parallel_jit
 def embed_rows_q8(codes, scale, minv, token_ids, row_scale, out):
     """out [T, K] = row_scale * W[token_ids]; codes [NT, NG, G/2, 128] int8 (pair p, row r, e at
-    [t, g, p, 2r + e] = code of input 2p + e), scale/minv [NT, NG, 64]."""
+    [t, g, p, 2r + e] = code of input 2p + e), scale/minv [NT, NG, 64] float32 or uint16 half bits."""
     NT, NG, NP, _ = codes.shape
     G = 2 * NP
     for i in numba.prange(token_ids.shape[0]):
@@ -25,8 +26,8 @@ def embed_rows_q8(codes, scale, minv, token_ids, row_scale, out):
         t = n // _TILE
         r = n % _TILE
         for g in range(NG):
-            s = scale[t, g, r]
-            m = minv[t, g, r]
+            s = as_f32(scale[t, g, r])
+            m = as_f32(minv[t, g, r])
             for p in range(NP):
                 for e in range(2):
                     code = np.float32(codes[t, g, p, 2 * r + e])
@@ -45,8 +46,8 @@ def embed_rows_q4(codes, scale, minv, token_ids, row_scale, out):
         h = r // 32
         rr = r % 32
         for g in range(NG):
-            s = scale[t, g, r]
-            m = minv[t, g, r]
+            s = as_f32(scale[t, g, r])
+            m = as_f32(minv[t, g, r])
             for p in range(8):
                 for e in range(2):
                     byte = np.int32(codes[t, g, 128 * p + 64 * h + 2 * rr + e])

@@ -94,17 +94,25 @@ def _at(builder, base_ptr, offset, elem_type):
     return builder.bitcast(builder.gep(base_ptr, [offset]), elem_type.as_pointer())
 
 
+def _load_scales(builder, base_ptr, offset, half):
+    """16 float32 scales from base_ptr[offset:offset+16], stored as float32 or as half bits."""
+    if not half:
+        return builder.load(_at(builder, base_ptr, offset, _V16F32), align=4)
+    bits = builder.load(_at(builder, base_ptr, offset, ir.VectorType(_I16, 16)), align=2)
+    return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), 16)), _V16F32)
+
+
 def _const(value):
     return ir.Constant(_I64, value)
 
 
 @intrinsic
-def tile_pass(typingctx, codes_addr, scale_addr, minv_addr, xq_addr, dx_addr, xsum_addr, out_addr,
+def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, out_addr,
               num_groups, xq_stride, xs_stride, dx_stride, out_stride, group_size, packed, rows):
     """One tile of 64 output rows against `rows` activation rows; results -> out.
 
-    Addresses (int64) point at: codes[t, 0] (num_groups * group_size * 64 codes), scale[t, 0] and
-    minv[t, 0] (float32 [num_groups, 64]), xq[m0, 0] (int16, row stride xq_stride elements),
+    scale and minv are the tile's C-contiguous [num_groups, 64] arrays, float32 or uint16 half bits
+    (both the same). Addresses (int64) point at: codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride elements),
     dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32 per group,
     row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns written).
     group_size (16 or 32), packed (bool) and rows (1..4) must be compile-time constants.
@@ -118,13 +126,15 @@ def tile_pass(typingctx, codes_addr, scale_addr, minv_addr, xq_addr, dx_addr, xs
     assert g_size in (16, 32) and 1 <= n_rows <= MAX_ROWS
     assert not is_packed or g_size == 32
     n_pairs = g_size // 2
+    half_scales = scale.dtype == types.uint16
+    assert minv.dtype == scale.dtype
 
     def codegen(context, builder, signature, args):
-        (codes_a, scale_a, minv_a, xq_a, dx_a, xsum_a, out_a, ngroups, xq_stride_v, xs_stride_v,
+        (codes_a, scale_arr, minv_arr, xq_a, dx_a, xsum_a, out_a, ngroups, xq_stride_v, xs_stride_v,
          dx_stride_v, out_stride_v) = args[:12]
         codes_p = builder.inttoptr(codes_a, _I8.as_pointer())
-        scale_p = builder.inttoptr(scale_a, _F32.as_pointer())
-        minv_p = builder.inttoptr(minv_a, _F32.as_pointer())
+        scale_p = context.make_array(signature.args[1])(context, builder, scale_arr).data
+        minv_p = context.make_array(signature.args[2])(context, builder, minv_arr).data
         xq_p = builder.inttoptr(xq_a, _I16.as_pointer())
         dx_p = builder.inttoptr(dx_a, _F32.as_pointer())
         xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
@@ -165,8 +175,8 @@ def tile_pass(typingctx, codes_addr, scale_addr, minv_addr, xq_addr, dx_addr, xs
                 xsm = _splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
                 for c in range(4):
                     off = builder.add(builder.mul(g, _const(TILE)), _const(16 * c))
-                    sc = builder.load(_at(builder, scale_p, off, _V16F32), align=4)
-                    mn = builder.load(_at(builder, minv_p, off, _V16F32), align=4)
+                    sc = _load_scales(builder, scale_p, off, half_scales)
+                    mn = _load_scales(builder, minv_p, off, half_scales)
                     f = builder.sitofp(isum[m][c], _V16F32)
                     acc = builder.load(acc_slots[m][c])
                     acc = builder.call(fma, [f, builder.fmul(sc, dxm), acc])
@@ -178,5 +188,5 @@ def tile_pass(typingctx, codes_addr, scale_addr, minv_addr, xq_addr, dx_addr, xs
                 builder.store(builder.load(acc_slots[m][c]), _at(builder, out_p, off, _V16F32), align=4)
         return context.get_dummy_value()
 
-    sig = types.void(*([types.int64] * 12), group_size, packed, rows)
+    sig = types.void(types.int64, scale, minv, *([types.int64] * 9), group_size, packed, rows)
     return sig, codegen

@@ -11,7 +11,7 @@ Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = o
 64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
     q4: codes [NT, NG, 1024] uint8        nibble-packed pairs of inputs (G = 32)
     q8: codes [NT, NG, G/2, 128] int8     one signed code per byte, pairs of inputs (G = 16, 32)
-    scale, minv [NT, NG, 64] float32      w = scale * code + minv
+    scale, minv [NT, NG, 64]              w = scale * code + minv; float32, or uint16 half bits
 (see int16_dot.py for the byte order). A row's result depends only on that row: integer sums are
 exact and the float finish is the same sequence for every row (batch invariance; tested).
 """
@@ -60,7 +60,7 @@ def quantize_activations(x, group_size, xq, dx, xsum):
 @jit
 def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, packed, rows):
     # `rows` must be a literal: one compiled pass per row count.
-    tile_pass(codes_t.ctypes.data, scale_t.ctypes.data, minv_t.ctypes.data, xq[m0].ctypes.data,
+    tile_pass(codes_t.ctypes.data, scale_t, minv_t, xq[m0].ctypes.data,
               dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
               xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, packed, rows)
 

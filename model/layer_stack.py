@@ -39,7 +39,7 @@ def _uniform(weights: list[LinearWeight]) -> bool:
     first = weights[0]
     return first.kind in ("q4", "q8") and all(
         w.kind == first.kind and w.codes.shape == first.codes.shape and w.codes.dtype == first.codes.dtype
-        for w in weights
+        and w.scale.dtype == first.scale.dtype for w in weights
     )
 
 

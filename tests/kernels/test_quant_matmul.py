@@ -9,6 +9,7 @@ error that the activation rounding can cause (computed per output, not a fixed t
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import gguf
@@ -18,6 +19,7 @@ from gguf import GGMLQuantizationType
 
 from kernels.int16_dot import HAS_VNNI
 from kernels.quant_matmul import quantize_activations
+from model.forward import embed
 from model.gguf_file import GGUFTensor
 from model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
 from model.weight_layout import build_linear, matmul
@@ -138,3 +140,24 @@ def test_portable_integer_path_gives_identical_results(tmp_path):
     subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT, str(result)], env=env, check=True,
                    cwd=Path(__file__).resolve().parents[2], timeout=600)
     np.testing.assert_array_equal(np.load(result), portable_case())
+
+
+@pytest.mark.parametrize("fmt,half", [("Q4_1", True), ("Q8_0", True), ("Q5_0", True), ("Q4_K", False),
+                                      ("Q6_K", False)])
+def test_half_scales_where_exact_and_same_bits_as_float32_scales(fmt, half):
+    """Legacy formats keep their f16 scales/mins as half bits (exact); the kernel's result is the
+    same bit for bit as with the float32 values (half -> float32 is exact)."""
+    num_in = 512 if fmt.endswith("_K") else 96
+    weight = build_linear(make_tensor(fmt, 70, num_in, seed=21))
+    assert weight.scale.dtype == (np.uint16 if half else np.float32) == weight.minv.dtype
+    if not half:
+        return
+    as_f32 = replace(weight, scale=weight.scale.view(np.float16).astype(np.float32),
+                     minv=weight.minv.view(np.float16).astype(np.float32))
+    x = np.random.default_rng(22).standard_normal((6, num_in)).astype(np.float32)
+    a, b = np.empty((6, 70), np.float32), np.empty((6, 70), np.float32)
+    np.testing.assert_array_equal(matmul(x, weight, a), matmul(x, as_f32, b))
+    ids = np.array([0, 33, 69], np.int32)
+    e1, e2 = np.empty((3, num_in), np.float32), np.empty((3, num_in), np.float32)
+    np.testing.assert_array_equal(embed(weight, ids, 1.0, e1), embed(as_f32, ids, 1.0, e2))
+    np.testing.assert_array_equal(e1, dequantize(fmt, make_tensor(fmt, 70, num_in, seed=21).data, num_in)[ids])
