@@ -49,6 +49,7 @@ import numpy as np
 from kernels.fast_exp import exp_f32
 from kernels.half_float import as_f32
 from kernels.jit import jit, parallel_jit
+from kernels.prefetch import prefetch
 
 TILE = 4  # query rows of one sequence per work item (they share every K/V block load)
 
@@ -187,8 +188,17 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
                 qs[r, d] = q[t0 + i, h0 + hq, d] * scale32
                 acc[r, d] = 0.0
     p_last = p0 + nq - 1
-    for bi in range(j0[0] // block_size, p_last // block_size + 1):
+    b_last = p_last // block_size
+    tile_bytes = head_dim * block_size * k_cache.itemsize  # one (block, kv head) tile of K or V
+    for bi in range(j0[0] // block_size, b_last + 1):
         blk = block_tables[s, bi]
+        if bi < b_last:  # start loading the next block's K and V tiles (see kernels/prefetch.py)
+            nxt = block_tables[s, bi + 1]
+            k_next = k_cache[nxt, g].ctypes.data
+            v_next = v_cache[nxt, g].ctypes.data
+            for off in range(0, tile_bytes, 64):
+                prefetch(k_next + off)
+                prefetch(v_next + off)
         base = bi * block_size
         # Query rows that see this block: a contiguous range (first/last visible key grow with i).
         ia = nq
