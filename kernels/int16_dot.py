@@ -8,7 +8,8 @@ change a result (batch invariance for free). int16, not int8: rounding activatio
 llama.cpp does) moved SmolLM2's log-probabilities by 0.27 nats on average over the reference
 top-64 (bar 0.05); 16 bits keep them within float32-like error. Numba cannot express vector
 instructions, so `tile_pass` builds the LLVM IR of a whole pass (every group of one tile of 64
-output rows against up to 4 activation rows) with partial sums and accumulators in registers.
+output rows against up to 4 activation rows, or of half a tile against up to 8) with partial
+sums and accumulators in registers.
 
 Tiled weight layout (built by `model/weight_layout.py`), per tile t of 64 output rows and group g
 of G inputs; pair p = inputs 2p, 2p+1 of the group; each 64-byte vector holds 32 rows x 2 bytes:
@@ -38,7 +39,8 @@ from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic
 
 TILE = 64  # output rows per tile: 4 vectors of 16 int32 lanes
-MAX_ROWS = 4  # activation rows per pass
+MAX_ROWS = 4  # activation rows per pass over a whole tile (4 x 4 int32 + 4 x 4 float accumulators)
+MAX_HALF_ROWS = 8  # activation rows per pass over half a tile (same register budget)
 
 # PAGEDSERVE_PORTABLE_INT=1 forces the portable path (tests compare the two); it is part of the
 # compile-cache key (kernels/compile_cache.py), so cached code of one path never serves the other.
@@ -108,22 +110,29 @@ def _const(value):
 
 @intrinsic
 def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, out_addr,
-              num_groups, xq_stride, xs_stride, dx_stride, out_stride, group_size, packed, rows):
+              num_groups, xq_stride, xs_stride, dx_stride, out_stride, group_size, packed, rows, part):
     """One tile of 64 output rows against `rows` activation rows; results -> out.
+
+    part 0: the whole tile (rows <= 4), out[m, 0:64]; part 1 / 2: output rows 0-31 / 32-63 of the
+    tile only (rows <= 8: each weight vector then serves twice the activation rows), written to
+    out[m, 0:32] / out[m, 32:64]. Every output value gets the same operations whatever the part.
 
     scale and minv are the tile's C-contiguous [num_groups, 64] arrays, float32 or uint16 half bits
     (both the same). Addresses (int64) point at: codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride elements),
     dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32 per group,
     row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns written).
-    group_size (16 or 32), packed (bool) and rows (1..4) must be compile-time constants.
+    group_size (16 or 32), packed (bool), rows and part must be compile-time constants.
     """
-    for lit in (group_size, packed, rows):
+    for lit in (group_size, packed, rows, part):
         if not isinstance(lit, (types.IntegerLiteral, types.BooleanLiteral)):
             raise RequireLiteralValue(lit)
     g_size = group_size.literal_value
     is_packed = bool(packed.literal_value)
     n_rows = rows.literal_value
-    assert g_size in (16, 32) and 1 <= n_rows <= MAX_ROWS
+    tile_part = part.literal_value
+    halves = (0, 1) if tile_part == 0 else (tile_part - 1,)
+    cs = [2 * h + q for h in halves for q in range(2)]  # accumulator vectors: rows 16c .. 16c+15
+    assert g_size in (16, 32) and 1 <= n_rows <= (MAX_ROWS if tile_part == 0 else MAX_HALF_ROWS)
     assert not is_packed or g_size == 32
     n_pairs = g_size // 2
     half_scales = scale.dtype == types.uint16
@@ -140,11 +149,11 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
         xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
         out_p = builder.inttoptr(out_a, _F32.as_pointer())
         fma = _declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
-        acc_slots = [[cgutils.alloca_once_value(builder, ir.Constant(_V16F32, None)) for _ in range(4)]
+        acc_slots = [{c: cgutils.alloca_once_value(builder, ir.Constant(_V16F32, None)) for c in cs}
                      for _ in range(n_rows)]
         with cgutils.for_range(builder, ngroups) as loop:
             g = loop.index
-            isum = [[ir.Constant(_V16I32, None) for _ in range(4)] for _ in range(n_rows)]
+            isum = [{c: ir.Constant(_V16I32, None) for c in cs} for _ in range(n_rows)]
             group_codes = builder.gep(codes_p, [builder.mul(g, _const(g_size * TILE // (2 if is_packed else 1)))])
             x_rows = [builder.gep(xq_p, [builder.add(builder.mul(_const(m), xq_stride_v),
                                                      builder.mul(g, _const(g_size)))]) for m in range(n_rows)]
@@ -153,7 +162,7 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                 if is_packed:
                     x_hi = [builder.load(_at(builder, x_rows[m], _const(16 + 2 * p), _I32), align=2)
                             for m in range(n_rows)]
-                for h in range(2):  # rows 0-31, then 32-63 of the tile
+                for h in halves:  # rows 0-31, then 32-63 of the tile
                     w = builder.load(_at(builder, group_codes, _const(p * 128 + h * 64), _V64I8), align=1)
                     if is_packed:
                         lo = _widen(builder, builder.and_(w, ir.Constant(_V64I8, [15] * 64)), False)
@@ -161,7 +170,7 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                     else:
                         lo = _widen(builder, w, True)
                     for q in range(2):
-                        c = 2 * h + q  # accumulator vector = rows 16c .. 16c+15
+                        c = 2 * h + q
                         for m in range(n_rows):
                             isum[m][c] = _dot_add(builder, isum[m][c], lo[q], x_lo[m])
                             if is_packed:
@@ -173,7 +182,7 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                                      g if g_size == 32 else builder.udiv(g, _const(2)))
                 dxm = _splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
                 xsm = _splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
-                for c in range(4):
+                for c in cs:
                     off = builder.add(builder.mul(g, _const(TILE)), _const(16 * c))
                     sc = _load_scales(builder, scale_p, off, half_scales)
                     mn = _load_scales(builder, minv_p, off, half_scales)
@@ -183,10 +192,10 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                     acc = builder.call(fma, [mn, xsm, acc])
                     builder.store(acc, acc_slots[m][c])
         for m in range(n_rows):
-            for c in range(4):
+            for c in cs:
                 off = builder.add(builder.mul(_const(m), out_stride_v), _const(16 * c))
                 builder.store(builder.load(acc_slots[m][c]), _at(builder, out_p, off, _V16F32), align=4)
         return context.get_dummy_value()
 
-    sig = types.void(types.int64, scale, minv, *([types.int64] * 9), group_size, packed, rows)
+    sig = types.void(types.int64, scale, minv, *([types.int64] * 9), group_size, packed, rows, part)
     return sig, codegen

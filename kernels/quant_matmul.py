@@ -22,7 +22,7 @@ import numba
 import numba.extending
 import numpy as np
 
-from kernels.int16_dot import MAX_ROWS, TILE, tile_pass
+from kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
 from kernels.jit import jit, parallel_jit
 from kernels.stack_array import stack_f32
 
@@ -58,31 +58,39 @@ def quantize_activations(x, group_size, xq, dx, xsum):
 
 
 @jit
-def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, packed, rows):
-    # `rows` must be a literal: one compiled pass per row count.
+def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, packed, rows, part):
+    # `rows` and `part` must be literals: one compiled pass per (row count, part).
     tile_pass(codes_t.ctypes.data, scale_t, minv_t, xq[m0].ctypes.data,
               dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
-              xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, packed, rows)
+              xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, packed, rows, part)
 
 
 @jit
 def _tile(codes, scale, minv, xq, dx, xsum, out, t, group_size, packed):
-    """Output columns of tile t for every row: passes of 4 rows, then one of the 1-3 left."""
-    buf = numba.carray(stack_f32(256), (MAX_ROWS, TILE))  # results before the column clip
+    """Output columns of tile t for every row: passes of 8 rows over each half of the tile (each
+    weight vector serves 8 rows), then passes of up to 4 rows over the whole tile."""
+    buf = numba.carray(stack_f32(512), (MAX_HALF_ROWS, TILE))  # results before the column clip
     M = xq.shape[0]
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
+    cs = codes[t]
+    ss = scale[t]
+    ms = minv[t]
     m0 = 0
     while m0 < M:
         rows = min(MAX_ROWS, M - m0)
-        if rows == 4:
-            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 4)
+        if M - m0 >= MAX_HALF_ROWS:
+            rows = MAX_HALF_ROWS
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 8, 1)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 8, 2)
+        elif rows == 4:
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 4, 0)
         elif rows == 3:
-            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 3)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 3, 0)
         elif rows == 2:
-            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 2)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 2, 0)
         else:
-            _rows_pass(codes[t], scale[t], minv[t], xq, dx, xsum, m0, buf, group_size, packed, 1)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 1, 0)
         for mi in range(rows):
             for r in range(n):
                 out[m0 + mi, n0 + r] = buf[mi, r]
