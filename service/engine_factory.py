@@ -31,7 +31,7 @@ class EngineArgs:
     block_size: int = 16
     sliding_window: int = 0
     enable_prefix_caching: bool = True
-    max_num_batched_tokens: int = 512
+    max_num_batched_tokens: int = 256  # vs 512 at 32 streams: ITL p99 237 vs 530 ms, +11% tok/s
     max_num_seqs: int = 64
     max_waiting: int = 1024
     max_model_len: int | None = None
@@ -52,7 +52,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sliding-window", type=int, default=0,
                         help="limit attention of every layer to the last W tokens (0 = off)")
     parser.add_argument("--no-prefix-cache", action="store_true", help="turn automatic prefix caching off")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=512)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=256,
+                        help="tokens per step (prefill chunks + decodes); smaller = shorter decode stalls")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--max-waiting", type=int, default=1024)
     parser.add_argument("--max-model-len", type=int, default=None)
