@@ -10,9 +10,8 @@ import numba
 import numpy as np
 
 from kernels.half_float import as_f32
+from kernels.int16_dot import TILE as _TILE
 from kernels.jit import parallel_jit
-
-_TILE = 64
 
 
 @parallel_jit
