@@ -41,6 +41,7 @@ import numpy as np
 
 from kernels.fast_exp import exp_f32
 from kernels.attention_block import accumulate_v, block_scores
+from kernels.attention_simd import CHUNK, LANES, MAX_ROWS, attend_block
 from kernels.jit import jit, parallel_jit
 from kernels.prefetch import prefetch
 
@@ -93,6 +94,7 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
             for d in range(head_dim):
                 qs[r, d] = q[t0 + i, h0 + hq, d] * scale32
                 acc[r, d] = 0.0
+    simd = block_size == LANES and head_dim % CHUNK == 0  # kernels/attention_simd.py applies
     p_last = p0 + nq - 1
     b_last = p_last // block_size
     tile_bytes = head_dim * block_size * k_cache.itemsize  # one (block, kv head) tile of K or V
@@ -114,6 +116,10 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
                 ia = min(ia, i)
                 ib = i + 1
         if ia >= ib:
+            continue
+        if simd:
+            _block_simd(qs, acc, m, lsum, ia, ib, group, j0, p0, base, k_cache, v_cache, k_scale,
+                        v_scale, quant, blk, g, head_dim, block_size)
             continue
         # 1) scores of every key of the block (lanes past a row's visible range are never used).
         block_scores(qs, ia * group, ib * group, k_cache, blk, g, head_dim, block_size, sc)
@@ -154,6 +160,39 @@ def _attend_tile(t0, nq, s, g, q, k_cache, v_cache, k_scale, v_scale, quant, blo
             inv = np.float32(1.0 / lsum[r])
             for d in range(head_dim):
                 out[t0 + i, h0 + hq, d] = acc[r, d] * inv
+
+
+@jit
+def _block_simd(qs, acc, m, lsum, ia, ib, group, j0, p0, base, k_cache, v_cache, k_scale, v_scale,
+                quant, blk, g, head_dim, block_size):
+    # One block for query rows ia..ib-1 (each with its G heads, in calls of up to MAX_ROWS rows).
+    k_addr = k_cache[blk, g].ctypes.data
+    v_addr = v_cache[blk, g].ctypes.data
+    ks_addr = k_scale[blk, g].ctypes.data if quant else 0
+    vs_addr = v_scale[blk, g].ctypes.data if quant else 0
+    for i in range(ia, ib):
+        o0 = max(j0[i] - base, 0)
+        o1 = min(p0 + i - base + 1, block_size)
+        r = i * group
+        while r < (i + 1) * group:
+            n = min(MAX_ROWS, (i + 1) * group - r)
+            qa = qs.ctypes.data + r * head_dim * 4
+            aa = acc.ctypes.data + r * head_dim * 4
+            ma = m.ctypes.data + r * 4
+            la = lsum.ctypes.data + r * 8
+            if n == 4:
+                attend_block(k_cache, k_addr, v_cache, v_addr, qa, aa, ma, la, ks_addr, vs_addr, o0, o1,
+                             head_dim, 4, quant)
+            elif n == 3:
+                attend_block(k_cache, k_addr, v_cache, v_addr, qa, aa, ma, la, ks_addr, vs_addr, o0, o1,
+                             head_dim, 3, quant)
+            elif n == 2:
+                attend_block(k_cache, k_addr, v_cache, v_addr, qa, aa, ma, la, ks_addr, vs_addr, o0, o1,
+                             head_dim, 2, quant)
+            else:
+                attend_block(k_cache, k_addr, v_cache, v_addr, qa, aa, ma, la, ks_addr, vs_addr, o0, o1,
+                             head_dim, 1, quant)
+            r += n
 
 
 @jit

@@ -3,6 +3,7 @@
 import numba
 import numpy as np
 
+from kernels.attention_simd import exp_lanes
 from kernels.fast_exp import exp_f32, f32_from_bits
 
 
@@ -57,3 +58,22 @@ def test_f32_from_bits_reinterprets():
     out = np.empty_like(values)
     _from_bits(values.view(np.int32).astype(np.int64), out)
     np.testing.assert_array_equal(out.view(np.int32), values.view(np.int32))
+
+
+@numba.njit
+def _exp_vector(x, out):
+    for i in range(0, x.shape[0], 16):
+        exp_lanes(x[i:].ctypes.data, out[i:].ctypes.data)
+
+
+def test_vector_exp_of_attention_is_bit_identical_to_exp_f32():
+    # kernels/attention_simd.py rebuilds exp_f32 from vector operations: it must be the same function.
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.uniform(-100, 100, 40_000), rng.standard_normal(40_000) * 5,
+                        [0.0, -0.0, -87.3, -87.4, 88.0, 89.0, -np.inf, np.inf, 1e-30, -1e-30]])
+    x = np.resize(x, (x.size + 15) // 16 * 16).astype(np.float32)
+    scalar = np.empty_like(x)
+    vector = np.empty_like(x)
+    _exp_all(x, scalar)
+    _exp_vector(x, vector)
+    np.testing.assert_array_equal(vector.view(np.uint32), scalar.view(np.uint32))

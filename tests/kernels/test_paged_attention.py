@@ -125,8 +125,10 @@ def mixed_seqs(block_size):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("window", [0, 5, 17])
-@pytest.mark.parametrize("group", [1, 3])
-@pytest.mark.parametrize("block_size,head_dim", [(1, 8), (3, 64), (16, 8), (16, 64)])
+@pytest.mark.parametrize("group", [1, 3, 5])
+# (16, 64) and (16, 128) take the vector path of kernels/attention_simd.py (5 heads: calls of 4 + 1
+# rows; 128: two chunks of the V accumulation); the others the Numba loops.
+@pytest.mark.parametrize("block_size,head_dim", [(1, 8), (3, 64), (16, 8), (16, 64), (16, 128)])
 def test_matches_reference_and_is_batch_invariant(block_size, head_dim, group, window, dtype):
     rng = np.random.default_rng(1000 * block_size + 10 * head_dim + group + window)
     n_kv = 2
