@@ -18,7 +18,7 @@ from kernels.embedding import embed_rows_q4, embed_rows_q8
 from kernels.kv_cache_write import write_kv, write_kv_int8
 from kernels.paged_attention import paged_attention, paged_attention_int8
 from kernels.rms_norm import rms_norm, rms_norm_heads
-from kernels.rope import apply_rope
+from kernels.rope import apply_rope_table, rope_table
 from model.config import ModelConfig
 from model.fused_decoder import SERIAL_TOKENS, decoder_layers
 from model.weight_layout import LinearWeight, matmul
@@ -74,9 +74,35 @@ class Transformer:
                 inv = (inv / weights.rope_freq_factors).astype(np.float32)
             inv_freqs.append(inv)
         self.inv_freqs = np.ascontiguousarray(np.stack(inv_freqs))  # [L, R/2]
+        # Layers with equal frequencies share an id (and a rotation table per step).
+        distinct: list[np.ndarray] = []
+        self._freq_ids = []
+        for inv in self.inv_freqs:
+            match = [i for i, d in enumerate(distinct) if np.array_equal(d, inv)]
+            if not match:
+                distinct.append(inv)
+            self._freq_ids.append(match[0] if match else len(distinct) - 1)
+        self._rope_positions: np.ndarray | None = None
+        self._rope_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # int8 caches need the scale arrays, which the fused call does not take.
         self.fused = (weights.stack is not None and cfg.gated_activation == "silu"
                       and kv_store.spec.num_groups == 1 and kv_store.spec.kv_dtype in ("f32", "f16"))
+
+    def _rope_table(self, layer_id: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # One table per step and distinct frequency vector (layers of a type share it): cos/sin
+        # [T, R/2]. The tables belong to the positions array object (new every step; holding it
+        # keeps it alive, so a later step's array can never be mistaken for it).
+        if self._rope_positions is not positions:
+            self._rope_positions, self._rope_tables = positions, {}
+        freq_id = self._freq_ids[layer_id]
+        table = self._rope_tables.get(freq_id)
+        if table is None:
+            half = self.inv_freqs.shape[1]
+            table = (np.empty((positions.shape[0], half), np.float32),
+                     np.empty((positions.shape[0], half), np.float32))
+            rope_table(positions, self.inv_freqs[layer_id], *table)
+            self._rope_tables[freq_id] = table
+        return table
 
     def kv_groups(self) -> range:
         return range(self.kv.spec.num_groups)
@@ -125,8 +151,9 @@ class Transformer:
         if lw.q_norm is not None:
             rms_norm_heads(q, lw.q_norm, cfg.rms_eps)
             rms_norm_heads(k, lw.k_norm, cfg.rms_eps)
-        apply_rope(q, meta.positions, self.inv_freqs[layer_id], cfg.rope_neox)
-        apply_rope(k, meta.positions, self.inv_freqs[layer_id], cfg.rope_neox)
+        cos, sin = self._rope_table(layer_id, meta.positions)
+        apply_rope_table(q, cos, sin, cfg.rope_neox)
+        apply_rope_table(k, cos, sin, cfg.rope_neox)
 
         cache = self.kv.layers[layer_id]
         slots = meta.slot_mappings[cache.group]

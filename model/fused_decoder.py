@@ -20,7 +20,7 @@ from kernels.kv_cache_write import write_kv
 from kernels.paged_attention import paged_attention
 from kernels.quant_matmul import matmul_codes
 from kernels.rms_norm import rms_norm
-from kernels.rope import apply_rope
+from kernels.rope import apply_rope_table, rope_table
 
 
 # Up to this many tokens, element-wise work runs on the calling thread: waking the thread pool
@@ -53,6 +53,14 @@ def _split_qkv(qkv, bias, q, k, v):
 
 
 @jit
+def _differ(a, b):
+    for i in range(a.shape[0]):
+        if a[i] != b[i]:
+            return True
+    return False
+
+
+@jit
 def decoder_layers(x, positions, inv_freqs, neox, eps, num_heads, num_kv_heads, head_dim,
                    attn_norm, qkv_bias, qkv_codes, qkv_scale, qkv_minv,
                    o_codes, o_scale, o_minv, ffn_norm,
@@ -77,12 +85,17 @@ def decoder_layers(x, positions, inv_freqs, neox, eps, num_heads, num_kv_heads, 
     o = np.empty((num_tokens, hidden), dtype=np.float32)
     gate_up = np.empty((num_tokens, 2 * ffn_size), dtype=np.float32)
     act = np.empty((num_tokens, ffn_size), dtype=np.float32)
+    half = inv_freqs.shape[1]
+    cos = np.empty((num_tokens, half), dtype=np.float32)  # rotation table of the current frequencies
+    sin = np.empty((num_tokens, half), dtype=np.float32)
     for layer in range(attn_norm.shape[0]):
+        if layer == 0 or _differ(inv_freqs[layer], inv_freqs[layer - 1]):
+            rope_table(positions, inv_freqs[layer], cos, sin)
         rms_norm(x, attn_norm[layer], eps, h)
         matmul_codes(h, qkv_codes[layer], qkv_scale[layer], qkv_minv[layer], qkv)
         _split_qkv(qkv, qkv_bias[layer], q, k, v)
-        apply_rope(q, positions, inv_freqs[layer], neox)
-        apply_rope(k, positions, inv_freqs[layer], neox)
+        apply_rope_table(q, cos, sin, neox)
+        apply_rope_table(k, cos, sin, neox)
         write_kv(k, v, slot_mapping, k_cache[layer], v_cache[layer])
         paged_attention(q, k_cache[layer], v_cache[layer], block_table, query_start_loc, seq_lens,
                         attn_scale, sliding_window, attn)
