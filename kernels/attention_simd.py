@@ -38,7 +38,6 @@ _F32, _F64 = ir.FloatType(), ir.DoubleType()
 _VF = ir.VectorType(_F32, LANES)
 _VD = ir.VectorType(_F64, LANES)
 _VI = ir.VectorType(_I32, LANES)
-_VB = ir.VectorType(ir.IntType(1), LANES)
 
 
 def _fn(module, name, ret, args):

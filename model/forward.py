@@ -74,35 +74,22 @@ class Transformer:
                 inv = (inv / weights.rope_freq_factors).astype(np.float32)
             inv_freqs.append(inv)
         self.inv_freqs = np.ascontiguousarray(np.stack(inv_freqs))  # [L, R/2]
-        # Layers with equal frequencies share an id (and a rotation table per step).
-        distinct: list[np.ndarray] = []
-        self._freq_ids = []
-        for inv in self.inv_freqs:
-            match = [i for i, d in enumerate(distinct) if np.array_equal(d, inv)]
-            if not match:
-                distinct.append(inv)
-            self._freq_ids.append(match[0] if match else len(distinct) - 1)
-        self._rope_positions: np.ndarray | None = None
-        self._rope_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Layers with equal frequencies share one rotation table per step (Gemma 3: two kinds).
+        self._distinct_freqs, ids = np.unique(self.inv_freqs, axis=0, return_inverse=True)
+        self._freq_ids = ids.reshape(-1)  # [L]: row of _distinct_freqs for each layer
         # int8 caches need the scale arrays, which the fused call does not take.
         self.fused = (weights.stack is not None and cfg.gated_activation == "silu"
                       and kv_store.spec.num_groups == 1 and kv_store.spec.kv_dtype in ("f32", "f16"))
 
-    def _rope_table(self, layer_id: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # One table per step and distinct frequency vector (layers of a type share it): cos/sin
-        # [T, R/2]. The tables belong to the positions array object (new every step; holding it
-        # keeps it alive, so a later step's array can never be mistaken for it).
-        if self._rope_positions is not positions:
-            self._rope_positions, self._rope_tables = positions, {}
-        freq_id = self._freq_ids[layer_id]
-        table = self._rope_tables.get(freq_id)
-        if table is None:
-            half = self.inv_freqs.shape[1]
-            table = (np.empty((positions.shape[0], half), np.float32),
-                     np.empty((positions.shape[0], half), np.float32))
-            rope_table(positions, self.inv_freqs[layer_id], *table)
-            self._rope_tables[freq_id] = table
-        return table
+    def _rope_tables(self, positions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """cos, sin [T, R/2] of this step for each distinct frequency vector."""
+        tables = []
+        for inv in self._distinct_freqs:
+            cos = np.empty((positions.shape[0], inv.shape[0]), np.float32)
+            sin = np.empty_like(cos)
+            rope_table(positions, np.ascontiguousarray(inv), cos, sin)
+            tables.append((cos, sin))
+        return tables
 
     def kv_groups(self) -> range:
         return range(self.kv.spec.num_groups)
@@ -116,8 +103,9 @@ class Transformer:
         if self.fused:
             return self._forward_fused(x, meta)
         h = np.empty_like(x)
+        rope = self._rope_tables(meta.positions)
         for layer_id, lw in enumerate(self.weights.layers):
-            self._attention_block(layer_id, lw, x, h, meta)
+            self._attention_block(layer_id, lw, x, h, meta, rope[self._freq_ids[layer_id]])
             self._ffn_block(lw, x, h)
         return x
 
@@ -136,7 +124,7 @@ class Transformer:
         return x
 
     def _attention_block(self, layer_id: int, lw: LayerWeights, x: np.ndarray, h: np.ndarray,
-                         meta: AttentionMetadata) -> None:
+                         meta: AttentionMetadata, rope: tuple[np.ndarray, np.ndarray]) -> None:
         cfg = self.cfg
         t = x.shape[0]
         rms_norm(x, lw.attn_norm, cfg.rms_eps, h)
@@ -151,7 +139,7 @@ class Transformer:
         if lw.q_norm is not None:
             rms_norm_heads(q, lw.q_norm, cfg.rms_eps)
             rms_norm_heads(k, lw.k_norm, cfg.rms_eps)
-        cos, sin = self._rope_table(layer_id, meta.positions)
+        cos, sin = rope
         apply_rope_table(q, cos, sin, cfg.rope_neox)
         apply_rope_table(k, cos, sin, cfg.rope_neox)
 
