@@ -35,20 +35,19 @@ def embed_rows_q8(codes, scale, minv, token_ids, row_scale, out):
 
 @parallel_jit
 def embed_rows_q4(codes, scale, minv, token_ids, row_scale, out):
-    """Like embed_rows_q8 for nibble-packed codes [NT, NG, 1024] (group size 32): byte
-    [t, g, 128p + 64h + 2r' + e] of row 32h + r' holds inputs 2p+e (low nibble) and 16+2p+e (high)."""
+    """Like embed_rows_q8 for nibble-packed codes [NT, NG, 1024] (group size 32, kernels/nibble_dot.py):
+    byte [t, g, 256d + 64c + 4r' + b] of row 16c + r' holds inputs 4d+b (low nibble) and 16+4d+b (high)."""
     NT, NG, _ = codes.shape
     for i in numba.prange(token_ids.shape[0]):
         n = token_ids[i]
         t = n // _TILE
         r = n % _TILE
-        h = r // 32
-        rr = r % 32
+        row_base = 64 * (r // 16) + 4 * (r % 16)
         for g in range(NG):
             s = as_f32(scale[t, g, r])
             m = as_f32(minv[t, g, r])
-            for p in range(8):
-                for e in range(2):
-                    byte = np.int32(codes[t, g, 128 * p + 64 * h + 2 * rr + e])
-                    out[i, 32 * g + 2 * p + e] = (s * np.float32(byte & 15) + m) * row_scale
-                    out[i, 32 * g + 16 + 2 * p + e] = (s * np.float32(byte >> 4) + m) * row_scale
+            for d in range(4):
+                for b in range(4):
+                    byte = np.int32(codes[t, g, 256 * d + row_base + b])
+                    out[i, 32 * g + 4 * d + b] = (s * np.float32(byte & 15) + m) * row_scale
+                    out[i, 32 * g + 16 + 4 * d + b] = (s * np.float32(byte >> 4) + m) * row_scale

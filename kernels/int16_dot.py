@@ -11,11 +11,10 @@ express vector instructions, so `tile_pass` builds the LLVM IR of a whole pass (
 one tile of 64 output rows against up to 4 activation rows, or of half a tile against up to 8)
 with partial sums and accumulators in registers.
 
-Tiled weight layout (built by `model/weight_layout.py`), per tile t of 64 output rows and group g
-of G inputs; pair p = inputs 2p, 2p+1 of the group; each 64-byte vector holds 32 rows x 2 bytes:
-  packed (4-bit, G = 32): codes[t, g] = [8 pairs][2 halves][32 rows][2 bytes], byte e of row r
-      = code(2p+e) | code(16+2p+e) << 4 (low nibbles: pair p, high nibbles: pair 8+p)
-  bytes (8-bit signed, G = 16 or 32): codes[t, g] = [G/2 pairs][64 rows][2 bytes] = code(2p+e)
+Used for 8-bit codes; 4-bit codes have their own kernel (`kernels/nibble_dot.py`), which skips
+the widening. Tiled weight layout (built by `model/weight_layout.py`), per tile t of 64 output rows
+and group g of G inputs; pair p = inputs 2p, 2p+1 of the group; each 64-byte vector holds 32 rows
+x 2 bytes: codes[t, g] = [G/2 pairs][64 rows][2 bytes] = code(2p+e) (signed, G = 16 or 32).
 Activations: xq [M, K] int16 with one float32 scale per 32 inputs (dx [M, K/32]), and xsum
 [M, NG] float32, the float sum of the unrounded inputs of each group (for the weights' minimum).
 
@@ -82,13 +81,10 @@ def _dot_add(builder, acc, w_words, x_pair):
     return builder.add(acc, builder.add(even, odd))
 
 
-def _widen(builder, bytes64, signed):
-    """64 bytes -> two [32 x i16] vectors (bytes 0-31, 32-63): rows 0-15 and 16-31 of a 32-row vector."""
-    out = []
-    for half in (_LOW_HALF, _HIGH_HALF):
-        part = builder.shuffle_vector(bytes64, bytes64, half)
-        out.append(builder.sext(part, _V32I16) if signed else builder.zext(part, _V32I16))
-    return out
+def _widen(builder, bytes64):
+    """64 signed bytes -> two [32 x i16] vectors (bytes 0-31, 32-63): rows 0-15 and 16-31 of a 32-row vector."""
+    return [builder.sext(builder.shuffle_vector(bytes64, bytes64, half), _V32I16)
+            for half in (_LOW_HALF, _HIGH_HALF)]
 
 
 def _at(builder, base_ptr, offset, elem_type):
@@ -110,7 +106,7 @@ def _const(value):
 
 @intrinsic
 def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, out_addr,
-              num_groups, xq_stride, xs_stride, dx_stride, out_stride, group_size, packed, rows, part):
+              num_groups, xq_stride, xs_stride, dx_stride, out_stride, group_size, rows, part):
     """One tile of 64 output rows against `rows` activation rows; results -> out.
 
     part 0: the whole tile (rows <= 4), out[m, 0:64]; part 1 / 2: output rows 0-31 / 32-63 of the
@@ -121,19 +117,17 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
     (both the same). Addresses (int64) point at: codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride elements),
     dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32 per group,
     row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns written).
-    group_size (16 or 32), packed (bool), rows and part must be compile-time constants.
+    group_size (16 or 32), rows and part must be compile-time constants.
     """
-    for lit in (group_size, packed, rows, part):
-        if not isinstance(lit, (types.IntegerLiteral, types.BooleanLiteral)):
+    for lit in (group_size, rows, part):
+        if not isinstance(lit, types.IntegerLiteral):
             raise RequireLiteralValue(lit)
     g_size = group_size.literal_value
-    is_packed = bool(packed.literal_value)
     n_rows = rows.literal_value
     tile_part = part.literal_value
     halves = (0, 1) if tile_part == 0 else (tile_part - 1,)
     cs = [2 * h + q for h in halves for q in range(2)]  # accumulator vectors: rows 16c .. 16c+15
     assert g_size in (16, 32) and 1 <= n_rows <= (MAX_ROWS if tile_part == 0 else MAX_HALF_ROWS)
-    assert not is_packed or g_size == 32
     n_pairs = g_size // 2
     half_scales = scale.dtype == types.uint16
     assert minv.dtype == scale.dtype
@@ -154,27 +148,19 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
         with cgutils.for_range(builder, ngroups) as loop:
             g = loop.index
             isum = [{c: ir.Constant(_V16I32, None) for c in cs} for _ in range(n_rows)]
-            group_codes = builder.gep(codes_p, [builder.mul(g, _const(g_size * TILE // (2 if is_packed else 1)))])
+            group_codes = builder.gep(codes_p, [builder.mul(g, _const(g_size * TILE))])
             x_rows = [builder.gep(xq_p, [builder.add(builder.mul(_const(m), xq_stride_v),
                                                      builder.mul(g, _const(g_size)))]) for m in range(n_rows)]
-            for p in range(8 if is_packed else n_pairs):
-                x_lo = [builder.load(_at(builder, x_rows[m], _const(2 * p), _I32), align=2) for m in range(n_rows)]
-                if is_packed:
-                    x_hi = [builder.load(_at(builder, x_rows[m], _const(16 + 2 * p), _I32), align=2)
-                            for m in range(n_rows)]
+            for p in range(n_pairs):
+                x_pair = [builder.load(_at(builder, x_rows[m], _const(2 * p), _I32), align=2)
+                          for m in range(n_rows)]
                 for h in halves:  # rows 0-31, then 32-63 of the tile
                     w = builder.load(_at(builder, group_codes, _const(p * 128 + h * 64), _V64I8), align=1)
-                    if is_packed:
-                        lo = _widen(builder, builder.and_(w, ir.Constant(_V64I8, [15] * 64)), False)
-                        hi = _widen(builder, builder.lshr(w, ir.Constant(_V64I8, [4] * 64)), False)
-                    else:
-                        lo = _widen(builder, w, True)
+                    words = _widen(builder, w)
                     for q in range(2):
                         c = 2 * h + q
                         for m in range(n_rows):
-                            isum[m][c] = _dot_add(builder, isum[m][c], lo[q], x_lo[m])
-                            if is_packed:
-                                isum[m][c] = _dot_add(builder, isum[m][c], hi[q], x_hi[m])
+                            isum[m][c] = _dot_add(builder, isum[m][c], words[q], x_pair[m])
             # float finish of the group
             for m in range(n_rows):
                 stat = builder.add(builder.mul(_const(m), xs_stride_v), g)
@@ -197,5 +183,5 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                 builder.store(builder.load(acc_slots[m][c]), _at(builder, out_p, off, _V16F32), align=4)
         return context.get_dummy_value()
 
-    sig = types.void(types.int64, scale, minv, *([types.int64] * 9), group_size, packed, rows, part)
+    sig = types.void(types.int64, scale, minv, *([types.int64] * 9), group_size, rows, part)
     return sig, codegen

@@ -1,18 +1,19 @@
 """Quantized matrix multiply: out[M, N] = x[M, K] @ W[N, K]^T with int16 activations.
 
 Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
-`kernels/int16_dot.py` then sums weight code * activation code exactly in int32 per weight group
-(AVX-512 VNNI `vpdpwssd`: 32 multiply-adds per instruction) and finishes each group in float32
-with the weight's scale and minimum. The rounding adds at most 2^-16 of each block's largest
+the kernels then sum weight code * activation code exactly in int32 per weight group and finish
+each group in float32 with the weight's scale and minimum: `kernels/nibble_dot.py` for 4-bit codes
+(the activations split into bytes, `vpdpbusd` on the nibbles), `kernels/int16_dot.py` for 8-bit
+codes (`vpdpwssd`). The rounding adds at most 2^-16 of each block's largest
 magnitude per input (tests/kernels/test_quant_matmul.py bounds the output error by it), far below
 the weights' own quantization error; 8-bit activations were tried and failed the fidelity bar.
 
 Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = output rows
 64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
-    q4: codes [NT, NG, 1024] uint8        nibble-packed pairs of inputs (G = 32)
+    q4: codes [NT, NG, 1024] uint8        nibble-packed quads of inputs (G = 32; nibble_dot.py)
     q8: codes [NT, NG, G/2, 128] int8     one signed code per byte, pairs of inputs (G = 16, 32)
     scale, minv [NT, NG, 64]              w = scale * code + minv; float32, or uint16 half bits
-(see int16_dot.py for the byte order). A row's result depends only on that row: integer sums are
+(see the kernels' files for the byte order). A row's result depends only on that row: integer sums are
 exact and the float finish is the same sequence for every row (batch invariance; tested).
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
 from kernels.jit import jit, parallel_jit
+from kernels.nibble_dot import nibble_tile_pass
 from kernels.stack_array import stack_f32
 
 ACT_BLOCK = 32  # activation inputs per int16 scale
@@ -58,15 +60,15 @@ def quantize_activations(x, group_size, xq, dx, xsum):
 
 
 @jit
-def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, packed, rows, part):
+def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, rows, part):
     # `rows` and `part` must be literals: one compiled pass per (row count, part).
     tile_pass(codes_t.ctypes.data, scale_t, minv_t, xq[m0].ctypes.data,
               dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
-              xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, packed, rows, part)
+              xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, rows, part)
 
 
 @jit
-def _tile(codes, scale, minv, xq, dx, xsum, out, t, group_size, packed):
+def _tile(codes, scale, minv, xq, dx, xsum, out, t, group_size):
     """Output columns of tile t for every row: passes of 8 rows over each half of the tile (each
     weight vector serves 8 rows), then passes of up to 4 rows over the whole tile."""
     buf = numba.carray(stack_f32(512), (MAX_HALF_ROWS, TILE))  # results before the column clip
@@ -81,16 +83,65 @@ def _tile(codes, scale, minv, xq, dx, xsum, out, t, group_size, packed):
         rows = min(MAX_ROWS, M - m0)
         if M - m0 >= MAX_HALF_ROWS:
             rows = MAX_HALF_ROWS
-            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 8, 1)
-            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 8, 2)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 8, 1)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 8, 2)
         elif rows == 4:
-            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 4, 0)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 4, 0)
         elif rows == 3:
-            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 3, 0)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 3, 0)
         elif rows == 2:
-            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 2, 0)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 2, 0)
         else:
-            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, packed, 1, 0)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 1, 0)
+        for mi in range(rows):
+            for r in range(n):
+                out[m0 + mi, n0 + r] = buf[mi, r]
+        m0 += rows
+
+
+@jit
+def split_activation_bytes(xq, xl, xh):
+    """xq [M, K] int16 -> its low bytes xl [M, K] uint8 and high bytes xh [M, K] int8 (signed),
+    so that xq = 256 * xh + xl (the operands of kernels/nibble_dot.py)."""
+    for m in range(xq.shape[0]):
+        for k in range(xq.shape[1]):
+            v = np.int32(xq[m, k])
+            xl[m, k] = np.uint8(v & 255)
+            xh[m, k] = np.int8(v >> 8)
+
+
+@jit
+def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, m0, buf, rows, part):
+    # `rows` and `part` must be literals: one compiled pass per (row count, part).
+    nibble_tile_pass(codes_t.ctypes.data, scale_t, minv_t, xl[m0].ctypes.data, xh[m0].ctypes.data,
+                     dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
+                     xl.shape[1], xsum.shape[1], dx.shape[1], TILE, rows, part)
+
+
+@jit
+def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t):
+    """Output columns of tile t for every row (4-bit codes): passes of up to 4 rows over each half
+    of the tile while 3 or more rows are left, then one pass of 1 or 2 rows over the whole tile."""
+    buf = numba.carray(stack_f32(256), (4, TILE))  # results before the column clip
+    M = xl.shape[0]
+    n0 = t * TILE
+    n = min(TILE, out.shape[1] - n0)
+    cs = codes[t]
+    ss = scale[t]
+    ms = minv[t]
+    m0 = 0
+    while m0 < M:
+        rows = min(4, M - m0)
+        if rows == 4:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 2)
+        elif rows == 3:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 2)
+        elif rows == 2:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 2, 0)
+        else:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 1, 0)
         for mi in range(rows):
             for r in range(n):
                 out[m0 + mi, n0 + r] = buf[mi, r]
@@ -112,8 +163,11 @@ def matmul_q4(x, codes, scale, minv, out):
     """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8 (nibble-packed, G = 32)."""
     assert codes.shape[2] == 16 * TILE, "q4 codes must be [NT, NG, 1024]"
     xq, dx, xsum = _activations(x, 32)
+    xl = np.empty(xq.shape, np.uint8)
+    xh = np.empty(xq.shape, np.int8)
+    split_activation_bytes(xq, xl, xh)
     for t in numba.prange(codes.shape[0]):
-        _tile(codes, scale, minv, xq, dx, xsum, out, t, 32, True)
+        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t)
 
 
 @parallel_jit
@@ -123,12 +177,12 @@ def matmul_q8(x, codes, scale, minv, out):
     if codes.shape[2] == 16:
         xq, dx, xsum = _activations(x, 32)
         for t in numba.prange(codes.shape[0]):
-            _tile(codes, scale, minv, xq, dx, xsum, out, t, 32, False)
+            _tile(codes, scale, minv, xq, dx, xsum, out, t, 32)
     else:
         assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
         xq, dx, xsum = _activations(x, 16)
         for t in numba.prange(codes.shape[0]):
-            _tile(codes, scale, minv, xq, dx, xsum, out, t, 16, False)
+            _tile(codes, scale, minv, xq, dx, xsum, out, t, 16)
 
 
 def matmul_codes(x, codes, scale, minv, out):

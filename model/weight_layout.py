@@ -2,8 +2,8 @@
 
 Quantized formats keep their integer codes (4-bit codes stay nibble-packed), laid out for the
 integer dot-product kernels (`kernels/quant_matmul.py`), so the repacked weights take about the size
-of the file: Q4_1 goes from 0.625 to 0.75 bytes per weight (the f16 scale and min become float32). Float formats become float32 [N, K] matrices used
-through BLAS.
+of the file (Q4_1: 0.625 bytes per weight, its f16 scales and mins kept as half bits). Float formats
+become float32 [N, K] matrices used through BLAS.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class LinearWeight:
     num_out: int  # N
     num_in: int  # K
     format: str  # the GGUF type it came from
-    codes: np.ndarray  # q4: [NT, NG, 16*TILE] uint8; q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K] f32
+    codes: np.ndarray  # q4: [NT, NG, 16*TILE] uint8 (kernels/nibble_dot.py); q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K] f32
     scale: np.ndarray  # [NT, NG, TILE] float32, or uint16 half bits when exact (empty for f32)
     minv: np.ndarray  # [NT, NG, TILE] like scale
 
@@ -95,9 +95,9 @@ def build_linear_fused(tensors: list[GGUFTensor]) -> LinearWeight:
     q = _tile_rows(dec_q.reshape(n, ng, g), nt)  # [NT, TILE, NG, G]
     if bits == 4 and g == 32:
         q = q.astype(np.uint8)
-        lo = q[..., :16].reshape(nt, 2, 32, ng, 8, 2)  # [NT, half h, row r, NG, pair p, e]
-        hi = q[..., 16:].reshape(nt, 2, 32, ng, 8, 2)
-        packed = (lo | (hi << 4)).transpose(0, 3, 4, 1, 2, 5)  # [NT, NG, p, h, r, e]
+        lo = q[..., :16].reshape(nt, 4, 16, ng, 4, 4)  # [NT, row block c, row r, NG, quad d, byte b]
+        hi = q[..., 16:].reshape(nt, 4, 16, ng, 4, 4)
+        packed = (lo | (hi << 4)).transpose(0, 3, 4, 1, 2, 5)  # [NT, NG, d, c, r, b] (nibble_dot.py)
         codes = np.ascontiguousarray(packed).reshape(nt, ng, 16 * TILE)
         return LinearWeight("q4", n, k, fmt, codes, scale, minv)
     if g not in (16, 32):
