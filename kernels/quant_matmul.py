@@ -68,17 +68,17 @@ def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, rows
 
 
 @jit
-def _tile(codes, scale, minv, xq, dx, xsum, out, t, group_size):
-    """Output columns of tile t for every row: passes of 8 rows over each half of the tile (each
-    weight vector serves 8 rows), then passes of up to 4 rows over the whole tile."""
+def _tile(codes, scale, minv, xq, dx, xsum, out, t, m_start, m_end, group_size):
+    """Output columns of tile t for rows m_start .. m_end-1: passes of 8 rows over each half of
+    the tile (each weight vector serves 8 rows), then passes of up to 4 rows over the whole tile."""
     buf = numba.carray(stack_f32(512), (MAX_HALF_ROWS, TILE))  # results before the column clip
-    M = xq.shape[0]
+    M = m_end
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
     cs = codes[t]
     ss = scale[t]
     ms = minv[t]
-    m0 = 0
+    m0 = m_start
     while m0 < M:
         rows = min(MAX_ROWS, M - m0)
         if M - m0 >= MAX_HALF_ROWS:
@@ -119,17 +119,18 @@ def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, m0, buf, rows, part
 
 
 @jit
-def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t):
-    """Output columns of tile t for every row (4-bit codes): passes of up to 4 rows over each half
-    of the tile while 3 or more rows are left, then one pass of 1 or 2 rows over the whole tile."""
+def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t, m_start, m_end):
+    """Output columns of tile t for rows m_start .. m_end-1 (4-bit codes): passes of up to 4 rows
+    over each half of the tile while 3 or more rows are left, then one pass of 1 or 2 rows over
+    the whole tile."""
     buf = numba.carray(stack_f32(256), (4, TILE))  # results before the column clip
-    M = xl.shape[0]
+    M = m_end
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
     cs = codes[t]
     ss = scale[t]
     ms = minv[t]
-    m0 = 0
+    m0 = m_start
     while m0 < M:
         rows = min(4, M - m0)
         if rows == 4:
@@ -158,6 +159,18 @@ def _activations(x, group_size):
     return xq, dx, xsum
 
 
+@jit
+def row_chunk(num_rows):
+    """Rows per work item: a work item is (tile, chunk of rows). Small matrices have 9 or 15 tiles,
+    which two threads cannot split evenly; chunks of rows even them out from 9 rows on (each
+    chunk reads its tile's weights again, from cache at these batch sizes)."""
+    if num_rows <= 8:
+        return max(num_rows, 1)
+    if num_rows <= 16:
+        return 8
+    return 16
+
+
 @parallel_jit
 def matmul_q4(x, codes, scale, minv, out):
     """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8 (nibble-packed, G = 32)."""
@@ -166,23 +179,32 @@ def matmul_q4(x, codes, scale, minv, out):
     xl = np.empty(xq.shape, np.uint8)
     xh = np.empty(xq.shape, np.int8)
     split_activation_bytes(xq, xl, xh)
-    for t in numba.prange(codes.shape[0]):
-        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t)
+    M = x.shape[0]
+    rc = row_chunk(M)
+    n_chunks = (M + rc - 1) // rc
+    for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles
+        m0 = (item % n_chunks) * rc
+        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M))
 
 
 @parallel_jit
 def matmul_q8(x, codes, scale, minv, out):
     """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, G/2, 128] int8 (G = 16 or 32)."""
     assert codes.shape[3] == 2 * TILE, "q8 codes must be [NT, NG, G/2, 128]"
+    M = x.shape[0]
+    rc = row_chunk(M)
+    n_chunks = (M + rc - 1) // rc
     if codes.shape[2] == 16:
         xq, dx, xsum = _activations(x, 32)
-        for t in numba.prange(codes.shape[0]):
-            _tile(codes, scale, minv, xq, dx, xsum, out, t, 32)
+        for item in numba.prange(codes.shape[0] * n_chunks):
+            m0 = (item % n_chunks) * rc
+            _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 32)
     else:
         assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
         xq, dx, xsum = _activations(x, 16)
-        for t in numba.prange(codes.shape[0]):
-            _tile(codes, scale, minv, xq, dx, xsum, out, t, 16)
+        for item in numba.prange(codes.shape[0] * n_chunks):
+            m0 = (item % n_chunks) * rc
+            _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 16)
 
 
 def matmul_codes(x, codes, scale, minv, out):
