@@ -3,7 +3,6 @@
 All are pure element-wise maps computed in float32 (no reductions), so the result for an element
 never depends on the rest of the batch nor on how the work is split among threads.  Work is split
 into (token, column-chunk) items so a single decode token still uses all cores on wide MLPs.
-Inputs may be strided views (e.g. the two halves of a fused gate_up projection [T, 2F]).
 """
 
 from __future__ import annotations
@@ -39,43 +38,59 @@ def _span(w, n_chunk, n_col):
 
 
 @parallel_jit
-def silu_mul(gate, up, out):
-    """SwiGLU: out [T, F] f32 = silu(gate [T, F]) * up [T, F]; silu(g) = g / (1 + exp(-g)).
+def silu_mul(gate_up, out):
+    """SwiGLU: out [T, F] f32 = silu(gate) * up for gate_up [T, 2F] = [gate | up] (a fused
+    projection's output); silu(g) = g / (1 + exp(-g)).
 
-    Parallel over (token, column chunk); `silu_mul_serial` gives identical values on one thread."""
-    n_tok, n_col = gate.shape
+    Parallel over (token, column chunk); `silu_mul_serial` gives identical values on one thread.
+    One C-contiguous input, not two half views: LLVM vectorises the loop only when it knows the
+    column stride (on views of the halves, one thread took 7.6 ns per value instead of 0.45)."""
+    n_tok, n_col = out.shape
+    assert gate_up.shape[1] == 2 * n_col, "gate_up must be [T, 2F] for out [T, F]"
     n_chunk = _n_chunks(n_col)
     for w in numba.prange(n_tok * n_chunk):
         t, c0, c1 = _span(w, n_chunk, n_col)
-        for c in range(c0, c1):
-            out[t, c] = _silu(gate[t, c]) * up[t, c]
+        _silu_mul_span(gate_up, out, t, c0, c1)
 
 
 @jit
-def silu_mul_serial(gate, up, out):
+def _silu_mul_span(gate_up, out, t, c0, c1):
+    # Contiguous 1-D slices and a loop from 0 in a function of its own: the forms LLVM vectorises
+    # (2-D indexing in the prange body ran 3x slower).
+    n_col = out.shape[1]
+    g = gate_up[t, c0:c1]
+    u = gate_up[t, n_col + c0:n_col + c1]
+    o = out[t, c0:c1]
+    for c in range(c1 - c0):
+        o[c] = _silu(g[c]) * u[c]
+
+
+@jit
+def silu_mul_serial(gate_up, out):
     """silu_mul on the calling thread: for a few tokens a parallel region costs more than it saves."""
-    n_tok, n_col = gate.shape
+    n_tok, n_col = out.shape
+    assert gate_up.shape[1] == 2 * n_col, "gate_up must be [T, 2F] for out [T, F]"
     for t in range(n_tok):
-        for c in range(n_col):
-            out[t, c] = _silu(gate[t, c]) * up[t, c]
+        _silu_mul_span(gate_up, out, t, 0, n_col)
 
 
 @parallel_jit
-def gelu_tanh_mul(gate, up, out):
-    """GeGLU (Gemma): out [T, F] = gelu_tanh(gate [T, F]) * up [T, F], with the tanh approximation
-    gelu(g) = 0.5 * g * (1 + tanh(sqrt(2/pi) * (g + 0.044715 g^3)))."""
+def gelu_tanh_mul(gate_up, out):
+    """GeGLU (Gemma): out [T, F] = gelu_tanh(gate) * up for gate_up [T, 2F] = [gate | up], with the
+    tanh approximation gelu(g) = 0.5 * g * (1 + tanh(sqrt(2/pi) * (g + 0.044715 g^3)))."""
     k0 = np.float32(math.sqrt(2.0 / math.pi))
     k1 = np.float32(0.044715)
     half = np.float32(0.5)
     one = np.float32(1.0)
-    n_tok, n_col = gate.shape
+    n_tok, n_col = out.shape
+    assert gate_up.shape[1] == 2 * n_col, "gate_up must be [T, 2F] for out [T, F]"
     n_chunk = _n_chunks(n_col)
     for w in numba.prange(n_tok * n_chunk):
         t, c0, c1 = _span(w, n_chunk, n_col)
         for c in range(c0, c1):
-            g = gate[t, c]
+            g = gate_up[t, c]
             inner = k0 * (g + k1 * g * g * g)
-            out[t, c] = (half * g * (one + np.tanh(inner))) * up[t, c]
+            out[t, c] = (half * g * (one + np.tanh(inner))) * gate_up[t, n_col + c]
 
 
 @jit

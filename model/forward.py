@@ -170,11 +170,11 @@ class Transformer:
         gate_up = _linear(h, lw.gate_up, lw.gate_up_split)  # [T, 2F]
         act = np.empty((x.shape[0], f), dtype=np.float32)
         if cfg.gated_activation == "gelu_tanh":
-            gelu_tanh_mul(gate_up[:, :f], gate_up[:, f:], act)
+            gelu_tanh_mul(gate_up, act)
         elif x.shape[0] <= SERIAL_TOKENS:
-            silu_mul_serial(gate_up[:, :f], gate_up[:, f:], act)
+            silu_mul_serial(gate_up, act)
         else:
-            silu_mul(gate_up[:, :f], gate_up[:, f:], act)
+            silu_mul(gate_up, act)
         d = np.empty_like(x)
         matmul(act, lw.ffn_down, d)
         if lw.post_ffn_norm is not None:

@@ -104,8 +104,8 @@ def decoder_layers(x, positions, inv_freqs, neox, eps, num_heads, num_kv_heads, 
         rms_norm(x, ffn_norm[layer], eps, h)
         matmul_codes(h, gu_codes[layer], gu_scale[layer], gu_minv[layer], gate_up)
         if num_tokens <= SERIAL_TOKENS:
-            silu_mul_serial(gate_up[:, :ffn_size], gate_up[:, ffn_size:], act)
+            silu_mul_serial(gate_up, act)
         else:
-            silu_mul(gate_up[:, :ffn_size], gate_up[:, ffn_size:], act)
+            silu_mul(gate_up, act)
         matmul_codes(act, down_codes[layer], down_scale[layer], down_minv[layer], o)
         add_inplace(x, o)
