@@ -96,12 +96,15 @@ def gelu_tanh_mul(gate_up, out):
 @jit
 def add_inplace(x, y):
     """Residual add: x [T, D] += y [T, D] (float32)."""
-    n_tok, n_col = x.shape
-    n_chunk = _n_chunks(n_col)
-    for w in range(n_tok * n_chunk):
-        t, c0, c1 = _span(w, n_chunk, n_col)
-        for c in range(c0, c1):
-            x[t, c] += y[t, c]
+    for t in range(x.shape[0]):
+        _add_row(x[t], y[t])
+
+
+@jit
+def _add_row(a, b):
+    # 1-D rows and a loop from 0: vectorised (2-D indexing over column chunks was not)
+    for c in range(a.shape[0]):
+        a[c] += b[c]
 
 
 @parallel_jit

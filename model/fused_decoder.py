@@ -31,25 +31,29 @@ SERIAL_TOKENS = 16
 @jit
 def _split_qkv(qkv, bias, q, k, v):
     """qkv [T, q+2kv] (+ bias [q+2kv] when non-empty) -> q [T, H, Dh], k, v [T, Hkv, Dh]."""
-    num_tokens = qkv.shape[0]
     nh, hd = q.shape[1], q.shape[2]
     nkv = k.shape[1]
-    q_size = nh * hd
-    kv_size = nkv * hd
-    has_bias = bias.shape[0] > 0
-    for t in range(num_tokens):
-        for i in range(q_size + 2 * kv_size):
-            value = qkv[t, i]
-            if has_bias:
-                value += bias[i]
-            if i < q_size:
-                q[t, i // hd, i % hd] = value
-            elif i < q_size + kv_size:
-                j = i - q_size
-                k[t, j // hd, j % hd] = value
+    for t in range(qkv.shape[0]):
+        for i in range(nh + 2 * nkv):  # head i of the row: q heads, then k, then v (contiguous)
+            if i < nh:
+                dst = q[t, i]
+            elif i < nh + nkv:
+                dst = k[t, i - nh]
             else:
-                j = i - q_size - kv_size
-                v[t, j // hd, j % hd] = value
+                dst = v[t, i - nh - nkv]
+            _copy_head(qkv[t, i * hd:(i + 1) * hd], bias, i * hd, dst)
+
+
+@jit
+def _copy_head(src, bias, b0, dst):
+    # contiguous 1-D slices, a loop from 0: LLVM vectorises this (2-D index arithmetic per value
+    # with // and % did not: 2.5 ns per value)
+    if bias.shape[0] > 0:
+        for d in range(dst.shape[0]):
+            dst[d] = src[d] + bias[b0 + d]
+    else:
+        for d in range(dst.shape[0]):
+            dst[d] = src[d]
 
 
 @jit
