@@ -1,8 +1,9 @@
 """`pagedserve bench`: prefill and batched-decode throughput, concurrency, shared prefixes, KV capacity.
 
 Default run: prefill tokens/s of one `--prefill-tokens` prompt, then aggregate decode tokens/s for
-each of `--batch-sizes` (medians of `--repeats` runs, prefix caching off so every prompt is
-computed). Optional workloads, which honour the engine flags (`--no-prefix-cache`, `--kv-dtype`,
+each of `--batch-sizes`, in `--repeats` rounds (medians reported; prefix caching off so every prompt
+is computed). With `--compare-llamacpp`, llama.cpp runs once after each round of ours and each ratio
+is the median of the per-round ratios. Optional workloads, which honour the engine flags (`--no-prefix-cache`, `--kv-dtype`,
 `--sliding-window`, `--kv-cache-memory` ...):
 - `--concurrency N`: N sequences through the engine at once vs one alone;
 - `--shared-prefix N`: `--shared-requests` requests starting with the same N-token system prompt.
@@ -46,8 +47,8 @@ def add_bench_parser(sub, add_engine_arguments) -> None:
     p.add_argument("--capacity-tokens", type=int, default=1024,
                    help="sequence length for the 'max concurrent sequences' KV capacity figures")
     p.add_argument("--compare-llamacpp", metavar="LLAMA_BENCH", default=None,
-                   help="path of llama.cpp's llama-bench (llama-batched-bench beside it): run both on the "
-                        "same model and thread count after our runs and print the two side by side")
+                   help="path of llama.cpp's llama-bench (llama-batched-bench beside it): run it on the "
+                        "same model and thread count after each round of ours and print both side by side")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -67,18 +68,25 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     engine, model = build_engine(args)
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
-    prefill = None
-    if ns.prefill_tokens > 0:
-        prefill = statistics.median(measure_prefill(engine, random_prompts(rng, 1, ns.prefill_tokens, vocab)[0])
-                                    for _ in range(ns.repeats))
-    decode: dict[str, float] = {}
+    batch_sizes = [int(x) for x in ns.batch_sizes.split(",") if x.strip()]
+    # Rounds: each measures prefill once and every batch size once (then llama.cpp once, when
+    # comparing), so that each ratio pairs two runs taken minutes apart at most on a noisy machine.
+    rounds, theirs = [], []
     sweep_peak = sweep_preemptions = 0
-    for b in [int(x) for x in ns.batch_sizes.split(",") if x.strip()]:
-        runs = [measure_decode(engine, random_prompts(rng, b, ns.prompt_tokens, vocab), ns.decode_tokens)
-                for _ in range(ns.repeats)]
-        decode[str(b)] = statistics.median(r.decode_tok_s for r in runs)
-        sweep_peak = max([sweep_peak] + [r.peak_blocks_used for r in runs])
-        sweep_preemptions += sum(r.preemptions for r in runs)
+    for _ in range(ns.repeats):
+        ours = {"prefill": None, "decode": {}}
+        if ns.prefill_tokens > 0:
+            ours["prefill"] = measure_prefill(engine, random_prompts(rng, 1, ns.prefill_tokens, vocab)[0])
+        for b in batch_sizes:
+            run = measure_decode(engine, random_prompts(rng, b, ns.prompt_tokens, vocab), ns.decode_tokens)
+            ours["decode"][str(b)] = run.decode_tok_s
+            sweep_peak = max(sweep_peak, run.peak_blocks_used)
+            sweep_preemptions += run.preemptions
+        rounds.append(ours)
+        if ns.compare_llamacpp:
+            theirs.append(_llamacpp_round(ns, model, batch_sizes))
+    prefill = statistics.median(r["prefill"] for r in rounds) if ns.prefill_tokens > 0 else None
+    decode = {str(b): statistics.median(r["decode"][str(b)] for r in rounds) for b in batch_sizes}
     spec = engine.config.kv_cache_spec
     memory = _kv_memory_bytes(ns, engine, args)
     result = {
@@ -117,7 +125,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
                                         ns.decode_tokens, vocab)
         result["shared_prefix"] = {**shared.to_json(), "prefix_tokens": ns.shared_prefix}
     if ns.compare_llamacpp:
-        result["llamacpp"] = _llamacpp_figures(ns, model, result)
+        result["llamacpp"] = _llamacpp_summary(rounds, theirs, ns)
     if ns.json:
         print(json.dumps(result))
     else:
@@ -127,29 +135,50 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _llamacpp_figures(ns: argparse.Namespace, model, result: dict) -> dict:
+def _llamacpp_round(ns: argparse.Namespace, model, batch_sizes: list[int]):
     import numba
 
     from service.llamacpp_compare import run_llamacpp
 
     threads = ns.threads or numba.get_num_threads()
-    figures = run_llamacpp(ns.compare_llamacpp, model.path, threads, prefill_tokens=ns.prefill_tokens or 512,
-                           decode_tokens=ns.decode_tokens, prompt_tokens=128,
-                           batch_sizes=[int(b) for b in result["decode_tok_s"]], repeats=ns.repeats)
-    return {"prefill_tok_s": figures.prefill_tok_s, "decode_tok_s": figures.decode_tok_s,
-            "build_commit": figures.build_commit, "threads": threads}
+    return run_llamacpp(ns.compare_llamacpp, model.path, threads, prefill_tokens=ns.prefill_tokens or 512,
+                        decode_tokens=ns.decode_tokens, prompt_tokens=128, batch_sizes=batch_sizes, repeats=1)
+
+
+def _llamacpp_summary(rounds: list[dict], theirs: list, ns: argparse.Namespace) -> dict:
+    """llama.cpp's medians and, per measurement, the median over rounds of ours / theirs."""
+    import numba
+
+    def paired(ours_of, theirs_of):
+        pairs = [(ours_of(o), theirs_of(t)) for o, t in zip(rounds, theirs)]
+        pairs = [(a, b) for a, b in pairs if a is not None and b]
+        return statistics.median(a / b for a, b in pairs) if pairs else None
+
+    batch_keys = list(rounds[0]["decode"])
+    return {
+        "prefill_tok_s": statistics.median(t.prefill_tok_s for t in theirs),
+        "decode_tok_s": {b: statistics.median(t.decode_tok_s[b] for t in theirs)
+                         for b in batch_keys if all(b in t.decode_tok_s for t in theirs)},
+        "ratio_prefill": paired(lambda o: o["prefill"], lambda t: t.prefill_tok_s),
+        "ratio_decode": {b: paired(lambda o, b=b: o["decode"][b], lambda t, b=b: t.decode_tok_s.get(b))
+                         for b in batch_keys},
+        "build_commit": theirs[0].build_commit,
+        "threads": ns.threads or numba.get_num_threads(),
+    }
 
 
 def _comparison_table(result: dict) -> str:
     ours, theirs = result, result["llamacpp"]
-    rows = [f"side by side with llama.cpp {theirs['build_commit']} ({theirs['threads']} threads)",
+    rows = [f"side by side with llama.cpp {theirs['build_commit']} ({theirs['threads']} threads), "
+            f"medians of {result['repeats']} rounds; ratio = median of the per-round ratios",
             f"{'measurement':<28}{'pagedserve':>12}{'llama.cpp':>12}{'ratio':>8}"]
-    pairs = [("prefill", ours["prefill_tok_s"], theirs["prefill_tok_s"])]
-    pairs += [(f"decode batch {b}", v, theirs["decode_tok_s"].get(b)) for b, v in ours["decode_tok_s"].items()]
-    for label, a, b in pairs:
-        if a is None or not b:
+    pairs = [("prefill", ours["prefill_tok_s"], theirs["prefill_tok_s"], theirs["ratio_prefill"])]
+    pairs += [(f"decode batch {b}", v, theirs["decode_tok_s"].get(b), theirs["ratio_decode"].get(b))
+              for b, v in ours["decode_tok_s"].items()]
+    for label, a, b, ratio in pairs:
+        if a is None or not b or ratio is None:
             continue
-        rows.append(f"{label:<28}{a:>12.1f}{b:>12.1f}{a / b:>7.2f}x")
+        rows.append(f"{label:<28}{a:>12.1f}{b:>12.1f}{ratio:>7.2f}x")
     return "\n".join(rows)
 
 
