@@ -104,6 +104,26 @@ def _const(value):
     return ir.Constant(_I64, value)
 
 
+def finish_group(builder, isum, acc_slot, scale_p, minv_p, g, c, dxm, xsm, half_scales):
+    """The float finish of group g for output rows 16c..16c+15 of one activation row, the same
+    in every kernel: acc = fma(float(isum), scale * dx, acc); acc = fma(min, xsum, acc)."""
+    fma = _declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
+    off = builder.add(builder.mul(g, _const(TILE)), _const(16 * c))
+    sc = _load_scales(builder, scale_p, off, half_scales)
+    mn = _load_scales(builder, minv_p, off, half_scales)
+    acc = builder.load(acc_slot)
+    acc = builder.call(fma, [builder.sitofp(isum, _V16F32), builder.fmul(sc, dxm), acc])
+    builder.store(builder.call(fma, [mn, xsm, acc]), acc_slot)
+
+
+def store_accumulators(builder, acc_slots, out_p, out_stride_v):
+    """out[m, 16c : 16c+16] = the float accumulators acc_slots[m][c] (dicts keyed by c)."""
+    for m, row in enumerate(acc_slots):
+        for c, slot in row.items():
+            off = builder.add(builder.mul(_const(m), out_stride_v), _const(16 * c))
+            builder.store(builder.load(slot), _at(builder, out_p, off, _V16F32), align=4)
+
+
 @intrinsic
 def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, out_addr,
               num_groups, xq_stride, xs_stride, dx_stride, out_stride, group_size, rows, part):
@@ -142,7 +162,6 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
         dx_p = builder.inttoptr(dx_a, _F32.as_pointer())
         xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
         out_p = builder.inttoptr(out_a, _F32.as_pointer())
-        fma = _declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
         acc_slots = [{c: cgutils.alloca_once_value(builder, ir.Constant(_V16F32, None)) for c in cs}
                      for _ in range(n_rows)]
         with cgutils.for_range(builder, ngroups) as loop:
@@ -169,18 +188,9 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                 dxm = _splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
                 xsm = _splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
                 for c in cs:
-                    off = builder.add(builder.mul(g, _const(TILE)), _const(16 * c))
-                    sc = _load_scales(builder, scale_p, off, half_scales)
-                    mn = _load_scales(builder, minv_p, off, half_scales)
-                    f = builder.sitofp(isum[m][c], _V16F32)
-                    acc = builder.load(acc_slots[m][c])
-                    acc = builder.call(fma, [f, builder.fmul(sc, dxm), acc])
-                    acc = builder.call(fma, [mn, xsm, acc])
-                    builder.store(acc, acc_slots[m][c])
-        for m in range(n_rows):
-            for c in cs:
-                off = builder.add(builder.mul(_const(m), out_stride_v), _const(16 * c))
-                builder.store(builder.load(acc_slots[m][c]), _at(builder, out_p, off, _V16F32), align=4)
+                    finish_group(builder, isum[m][c], acc_slots[m][c], scale_p, minv_p, g, c, dxm, xsm,
+                                 half_scales)
+        store_accumulators(builder, acc_slots, out_p, out_stride_v)
         return context.get_dummy_value()
 
     sig = types.void(types.int64, scale, minv, *([types.int64] * 9), group_size, rows, part)

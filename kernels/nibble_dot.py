@@ -33,7 +33,7 @@ from numba.core import cgutils
 from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic
 
-from kernels.int16_dot import HAS_VNNI, TILE, _at, _const, _declare, _load_scales, _splat
+from kernels.int16_dot import HAS_VNNI, TILE, _at, _const, _declare, _splat, finish_group, store_accumulators
 
 MAX_FULL_ROWS = 2  # activation rows per pass over a whole tile
 MAX_HALF_ROWS = 4  # activation rows per pass over half a tile
@@ -95,7 +95,6 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
         dx_p = builder.inttoptr(dx_a, _F32.as_pointer())
         xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
         out_p = builder.inttoptr(out_a, _F32.as_pointer())
-        fma = _declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
         low_mask = ir.Constant(_V64I8, [15] * 64)
         four = ir.Constant(_V64I8, [4] * 64)
         zero = ir.Constant(_V16I32, None)
@@ -135,18 +134,8 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
                     isum = zero
                     for s in range(n_sets):
                         isum = builder.add(isum, builder.add(builder.shl(acc_h[m][s][c], eight), acc_l[m][s][c]))
-                    off = builder.add(builder.mul(g, _const(TILE)), _const(16 * c))
-                    sc = _load_scales(builder, scale_p, off, half_scales)
-                    mn = _load_scales(builder, minv_p, off, half_scales)
-                    f = builder.sitofp(isum, _V16F32)
-                    acc = builder.load(acc_slots[m][c])
-                    acc = builder.call(fma, [f, builder.fmul(sc, dxm), acc])
-                    acc = builder.call(fma, [mn, xsm, acc])
-                    builder.store(acc, acc_slots[m][c])
-        for m in range(n_rows):
-            for c in cs:
-                off = builder.add(builder.mul(_const(m), out_stride_v), _const(16 * c))
-                builder.store(builder.load(acc_slots[m][c]), _at(builder, out_p, off, _V16F32), align=4)
+                    finish_group(builder, isum, acc_slots[m][c], scale_p, minv_p, g, c, dxm, xsm, half_scales)
+        store_accumulators(builder, acc_slots, out_p, out_stride_v)
         return context.get_dummy_value()
 
     sig = types.void(types.int64, scale, minv, *([types.int64] * 10), rows, part)

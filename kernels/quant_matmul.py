@@ -145,10 +145,16 @@ def _tile(codes, scale, minv, xq, dx, xsum, out, t, m_start, m_end, group_size):
             _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 2, 0)
         else:
             _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 1, 0)
-        for mi in range(rows):
-            for r in range(n):
-                out[m0 + mi, n0 + r] = buf[mi, r]
+        _copy_rows(buf, rows, n, out, m0, n0)
         m0 += rows
+
+
+@jit
+def _copy_rows(buf, rows, n, out, m0, n0):
+    # a pass's results -> out[m0 : m0+rows, n0 : n0+n] (n < 64 only at the padded last tile)
+    for mi in range(rows):
+        for r in range(n):
+            out[m0 + mi, n0 + r] = buf[mi, r]
 
 
 @jit
@@ -195,9 +201,7 @@ def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t, m_start, m_end):
             _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 2, 0)
         else:
             _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 1, 0)
-        for mi in range(rows):
-            for r in range(n):
-                out[m0 + mi, n0 + r] = buf[mi, r]
+        _copy_rows(buf, rows, n, out, m0, n0)
         m0 += rows
 
 
