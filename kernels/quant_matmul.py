@@ -92,26 +92,6 @@ def _group_sums(row, group_size, sums):
 
 
 @jit
-def _block_max_abs(block):
-    # max |x| as the largest sign-cleared bit pattern: for floats that are not NaN the integer
-    # order of the bits is the order of the magnitudes, and an integer max vectorises (a float
-    # max does not without fastmath). A NaN input gives a NaN scale (its block is garbage anyway).
-    bits = block.view(np.int32)
-    top = np.int32(0)
-    for k in range(bits.shape[0]):
-        top = max(top, bits[k] & np.int32(0x7FFFFFFF))
-    return f32_from_bits(top)
-
-
-@jit
-def _round_block(block, inv, codes):
-    for k in range(block.shape[0]):
-        v = np.rint(block[k] * inv)
-        # x * (32767 / amax) can round to 32767.002: the clip keeps |xq| <= 32767
-        codes[k] = np.int16(min(max(v, np.float32(-32767.0)), np.float32(32767.0)))
-
-
-@jit
 def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, rows, part):
     # `rows` and `part` must be literals: one compiled pass per (row count, part).
     tile_pass(codes_t.ctypes.data, scale_t, minv_t, xq[m0].ctypes.data,

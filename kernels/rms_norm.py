@@ -2,8 +2,9 @@
 
 Promise: out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, for every token row t independently.
 The sum of squares is accumulated in float64 (more accurate than the float32 sequential sum of a
-PyTorch reference; eight interleaved partial sums in a fixed order, so still deterministic); the normaliser is rounded to float32 and the products
-are done in float32 in the same order as HF's ``LlamaRMSNorm`` (``(x * rsqrt) * weight``).
+PyTorch reference; eight interleaved partial sums in a fixed order, so still deterministic); the
+normaliser is rounded to float32 and the products are done in float32 in the same order as HF's
+``LlamaRMSNorm`` (``(x * rsqrt) * weight``).
 
 Gemma note: Gemma's norm is ``x * (1 + w)``; GGUF converters already store ``1 + w``, so callers pass
 the stored weight as is.

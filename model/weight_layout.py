@@ -26,7 +26,8 @@ class LinearWeight:
     num_out: int  # N
     num_in: int  # K
     format: str  # the GGUF type it came from
-    codes: np.ndarray  # q4: [NT, NG, 16*TILE] uint8 (kernels/nibble_dot.py); q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K] f32
+    # q4: [NT, NG, 16*TILE] uint8 (kernels/nibble_dot.py); q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K]
+    codes: np.ndarray
     scale: np.ndarray  # [NT, NG, TILE] float32, or uint16 half bits when exact (empty for f32)
     minv: np.ndarray  # [NT, NG, TILE] like scale
 

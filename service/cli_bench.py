@@ -3,8 +3,8 @@
 Default run: prefill tokens/s of one `--prefill-tokens` prompt, then aggregate decode tokens/s for
 each of `--batch-sizes`, in `--repeats` rounds (medians reported; prefix caching off so every prompt
 is computed). With `--compare-llamacpp`, llama.cpp runs once after each round of ours and each ratio
-is the median of the per-round ratios. Optional workloads, which honour the engine flags (`--no-prefix-cache`, `--kv-dtype`,
-`--sliding-window`, `--kv-cache-memory` ...):
+is the median of the per-round ratios. Optional workloads, which honour the engine flags
+(`--no-prefix-cache`, `--kv-dtype`, `--sliding-window`, `--kv-cache-memory` ...):
 - `--concurrency N`: N sequences through the engine at once vs one alone;
 - `--shared-prefix N`: `--shared-requests` requests starting with the same N-token system prompt.
 Always: how many sequences of `--capacity-tokens` tokens the KV-cache memory holds per KV dtype.
@@ -62,6 +62,8 @@ def _kv_memory_bytes(ns: argparse.Namespace, engine, args) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
+    import numba
+
     from service.engine_factory import build_engine, engine_args_from
 
     args = engine_args_from(ns)
@@ -69,6 +71,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
     batch_sizes = [int(x) for x in ns.batch_sizes.split(",") if x.strip()]
+    threads = ns.threads or numba.get_num_threads()  # what build_engine set
     # Rounds: each measures prefill once and every batch size once (then llama.cpp once, when
     # comparing), so that each ratio pairs two runs taken minutes apart at most on a noisy machine.
     rounds, theirs = [], []
@@ -84,7 +87,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
             sweep_preemptions += run.preemptions
         rounds.append(ours)
         if ns.compare_llamacpp:
-            theirs.append(_llamacpp_round(ns, model, batch_sizes))
+            theirs.append(_llamacpp_round(ns, model, batch_sizes, threads))
     prefill = statistics.median(r["prefill"] for r in rounds) if ns.prefill_tokens > 0 else None
     decode = {str(b): statistics.median(r["decode"][str(b)] for r in rounds) for b in batch_sizes}
     spec = engine.config.kv_cache_spec
@@ -125,7 +128,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
                                         ns.decode_tokens, vocab)
         result["shared_prefix"] = {**shared.to_json(), "prefix_tokens": ns.shared_prefix}
     if ns.compare_llamacpp:
-        result["llamacpp"] = _llamacpp_summary(rounds, theirs, ns)
+        result["llamacpp"] = _llamacpp_summary(rounds, theirs, threads)
     if ns.json:
         print(json.dumps(result))
     else:
@@ -135,20 +138,15 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _llamacpp_round(ns: argparse.Namespace, model, batch_sizes: list[int]):
-    import numba
-
+def _llamacpp_round(ns: argparse.Namespace, model, batch_sizes: list[int], threads: int):
     from service.llamacpp_compare import run_llamacpp
 
-    threads = ns.threads or numba.get_num_threads()
     return run_llamacpp(ns.compare_llamacpp, model.path, threads, prefill_tokens=ns.prefill_tokens or 512,
                         decode_tokens=ns.decode_tokens, prompt_tokens=128, batch_sizes=batch_sizes, repeats=1)
 
 
-def _llamacpp_summary(rounds: list[dict], theirs: list, ns: argparse.Namespace) -> dict:
+def _llamacpp_summary(rounds: list[dict], theirs: list, threads: int) -> dict:
     """llama.cpp's medians and, per measurement, the median over rounds of ours / theirs."""
-    import numba
-
     def paired(ours_of, theirs_of):
         pairs = [(ours_of(o), theirs_of(t)) for o, t in zip(rounds, theirs)]
         pairs = [(a, b) for a, b in pairs if a is not None and b]
@@ -163,7 +161,7 @@ def _llamacpp_summary(rounds: list[dict], theirs: list, ns: argparse.Namespace) 
         "ratio_decode": {b: paired(lambda o, b=b: o["decode"][b], lambda t, b=b: t.decode_tok_s.get(b))
                          for b in batch_keys},
         "build_commit": theirs[0].build_commit,
-        "threads": ns.threads or numba.get_num_threads(),
+        "threads": threads,
     }
 
 

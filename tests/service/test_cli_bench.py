@@ -125,14 +125,12 @@ def test_shared_prefix_flag_decides_prefix_caching(smollm2_model, monkeypatch, c
 def test_llamacpp_ratios_pair_each_round():
     """Each ratio is the median of per-round ratios (ours / llama.cpp's run right after), not the
     ratio of the medians: on a machine whose speed drifts, pairs taken close together compare."""
-    import argparse
-
     from service.cli_bench import _comparison_table, _llamacpp_summary
     from service.llamacpp_compare import LlamaCppFigures
 
     rounds = [{"prefill": p, "decode": {"1": d}} for p, d in ((100.0, 10.0), (150.0, 40.0), (300.0, 30.0))]
     theirs = [LlamaCppFigures(p, {"1": d}, "abc") for p, d in ((50.0, 5.0), (300.0, 20.0), (100.0, 60.0))]
-    summary = _llamacpp_summary(rounds, theirs, argparse.Namespace(threads=2))
+    summary = _llamacpp_summary(rounds, theirs, threads=2)
     assert summary["prefill_tok_s"] == 100.0 and summary["decode_tok_s"] == {"1": 20.0}
     assert summary["ratio_prefill"] == 2.0  # ratios 2, 0.5, 3 (the medians' ratio would be 1.5)
     assert summary["ratio_decode"] == {"1": 2.0}  # ratios 2, 2, 0.5
