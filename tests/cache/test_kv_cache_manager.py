@@ -3,9 +3,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cache import block_hash
-from cache.kv_cache_manager import KVCacheManager
-from cache.kv_cache_spec import KVCacheSpec
+from pagedserve.cache import block_hash
+from pagedserve.cache.kv_cache_manager import KVCacheManager
+from pagedserve.cache.kv_cache_spec import KVCacheSpec
 
 
 @dataclass

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from cache.cache_sizing import num_blocks_for_memory, parse_memory, resolve_num_blocks
-from cache.kv_cache_spec import KVCacheGroupSpec, KVCacheSpec, make_layer_windows
-from cache.kv_store import KVStore
+from pagedserve.cache.cache_sizing import num_blocks_for_memory, parse_memory, resolve_num_blocks
+from pagedserve.cache.kv_cache_spec import KVCacheGroupSpec, KVCacheSpec, make_layer_windows
+from pagedserve.cache.kv_store import KVStore
 
 
 def create_spec(layer_windows=(0, 0), kv_dtype="f32", block_size=16, num_blocks=8):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kernels.activations import add_inplace, gelu_tanh_mul, scale_inplace, silu_mul, silu_mul_serial
+from pagedserve.kernels.activations import add_inplace, gelu_tanh_mul, scale_inplace, silu_mul, silu_mul_serial
 
 SHAPES = [(1, 8), (3, 300), (2, 5000), (40, 2049)]  # chunk edges: 2048, 2049, 5000 columns
 

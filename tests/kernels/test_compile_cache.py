@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kernels import compile_cache
+from pagedserve.kernels import compile_cache
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import numba
 import numpy as np
 
-from kernels.attention_simd import exp_lanes
-from kernels.fast_exp import exp_f32, f32_from_bits
+from pagedserve.kernels.attention_simd import exp_lanes
+from pagedserve.kernels.fast_exp import exp_f32, f32_from_bits
 
 
 @numba.njit

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kernels.half_float import as_f32, f32_to_half, half_to_f32, to_cache_value
+from pagedserve.kernels.half_float import as_f32, f32_to_half, half_to_f32, to_cache_value
 
 
 @numba.njit

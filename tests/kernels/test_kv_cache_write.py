@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.kv_cache_write import kv_cache_shapes, write_kv, write_kv_int8
+from pagedserve.kernels.kv_cache_write import kv_cache_shapes, write_kv, write_kv_int8
 
 
 def _case(seed, n_tok, n_kv, head_dim, n_blocks, block_size):

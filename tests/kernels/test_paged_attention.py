@@ -16,8 +16,8 @@ import numba
 import numpy as np
 import pytest
 
-from kernels.kv_cache_write import kv_cache_shapes, write_kv, write_kv_int8
-from kernels.paged_attention import paged_attention, paged_attention_int8
+from pagedserve.kernels.kv_cache_write import kv_cache_shapes, write_kv, write_kv_int8
+from pagedserve.kernels.paged_attention import paged_attention, paged_attention_int8
 
 DTYPES = ["f32", "f16", "int8"]
 HALF_NAN = 0x7E00  # a quiet NaN in half bits: poisons any read of an unwritten slot

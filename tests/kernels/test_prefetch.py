@@ -3,7 +3,7 @@
 import numba
 import numpy as np
 
-from kernels.prefetch import prefetch
+from pagedserve.kernels.prefetch import prefetch
 
 
 @numba.njit

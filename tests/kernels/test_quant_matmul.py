@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 
-from kernels.int16_dot import HAS_VNNI
-from kernels.quant_matmul import quantize_activations
-from model.forward import embed
-from model.gguf_file import GGUFTensor
-from model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
-from model.weight_layout import build_linear, matmul
+from pagedserve.kernels.int16_dot import HAS_VNNI
+from pagedserve.kernels.quant_matmul import quantize_activations
+from pagedserve.model.forward import embed
+from pagedserve.model.gguf_file import GGUFTensor
+from pagedserve.model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
+from pagedserve.model.weight_layout import build_linear, matmul
 from tests.model.test_weight_formats import random_blocks
 
 
@@ -113,7 +113,7 @@ def test_matmul_is_batch_invariant():
 _PORTABLE_SCRIPT = """
 import sys
 import numpy as np
-from kernels.int16_dot import HAS_VNNI
+from pagedserve.kernels.int16_dot import HAS_VNNI
 from tests.kernels.test_quant_matmul import portable_case
 assert not HAS_VNNI
 np.save(sys.argv[1], portable_case())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.rms_norm import rms_norm, rms_norm_heads
+from pagedserve.kernels.rms_norm import rms_norm, rms_norm_heads
 
 
 def ref_rms(x, w, eps):

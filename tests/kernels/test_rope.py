@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.rope import apply_rope
+from pagedserve.kernels.rope import apply_rope
 
 
 def inv_freq_of(rot_dim, base=10000.0):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.sampling import log_softmax_topk, sample_rows, sample_rows_serial, seeded_uniform
+from pagedserve.kernels.sampling import log_softmax_topk, sample_rows, sample_rows_serial, seeded_uniform
 
 # ----------------------------------------------------------------------------- NumPy references
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from loadtest.cli import main
+from pagedserve.loadtest.cli import main
 from tests.service.conftest import ServerThread, test_options
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.cli import RemoteRefused, check_loopback, host_of, main
+from pagedserve.loadtest.cli import RemoteRefused, check_loopback, host_of, main
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.5.6.7", "::1", "localhost"])
@@ -35,7 +35,7 @@ def test_cli_refuses_remote_targets_and_metrics(capsys):
 
 
 def test_pagedserve_loadtest_forwards_to_the_loadtest_cli(capsys):
-    from service.cli import main as pagedserve_main
+    from pagedserve.cli.main import main as pagedserve_main
 
     assert pagedserve_main(["loadtest", "--address", "10.1.2.3:50051"]) == 2
     assert "--allow-remote" in capsys.readouterr().err

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from loadtest.cli import main
-from loadtest.report import load_json
-from loadtest.targets import OpenAITarget
-from loadtest.workloads import Prepared, RequestSpec, Segment
+from pagedserve.loadtest.cli import main
+from pagedserve.loadtest.report import load_json
+from pagedserve.loadtest.targets import OpenAITarget
+from pagedserve.loadtest.workloads import Prepared, RequestSpec, Segment
 
 FIRST_DELAY, GAP = 0.15, 0.05  # seconds before the first event, and between events
 

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from loadtest.cli import main
-from loadtest.report import build_result, compare_markdown, load_json, markdown, matched_levels, write_json
-from loadtest.runner import Level, LevelResult
-from loadtest.stats import RequestRecord, Slo
+from pagedserve.loadtest.cli import main
+from pagedserve.loadtest.report import build_result, compare_markdown, load_json, markdown, matched_levels, write_json
+from pagedserve.loadtest.runner import Level, LevelResult
+from pagedserve.loadtest.stats import RequestRecord, Slo
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +77,7 @@ def test_compare_ratios():
 
 
 def test_plots_and_compare_cli(tmp_path):
-    from loadtest.plots import plot_result
+    from pagedserve.loadtest.plots import plot_result
 
     doc = result(1.0)
     paths = plot_result(doc, str(tmp_path))

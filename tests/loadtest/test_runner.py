@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from loadtest.runner import Level, Plan, Runner, WarmupFailed
-from loadtest.stats import RequestRecord
-from loadtest.workloads import Prepared, RequestSpec
+from pagedserve.loadtest.runner import Level, Plan, Runner, WarmupFailed
+from pagedserve.loadtest.stats import RequestRecord
+from pagedserve.loadtest.workloads import Prepared, RequestSpec
 
 
 class SleepTarget:

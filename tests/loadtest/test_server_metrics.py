@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from loadtest.server_metrics import MetricsScraper, parse_figures, window_figures
+from pagedserve.loadtest.server_metrics import MetricsScraper, parse_figures, window_figures
 
 PAGEDSERVE_TEXT = """# TYPE pagedserve_kv_cache_usage_ratio gauge
 pagedserve_kv_cache_usage_ratio 0.25

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from loadtest.soak import main, make_plans
+from pagedserve.loadtest.soak import main, make_plans
 from tests.service.conftest import ServerThread, test_options, wait_until
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.stats import RequestRecord, Slo, distribution_ms, summarize
+from pagedserve.loadtest.stats import RequestRecord, Slo, distribution_ms, summarize
 
 
 def records() -> list[RequestRecord]:

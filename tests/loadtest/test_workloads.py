@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from loadtest.workloads import Workload, prepare, sample_len
+from pagedserve.loadtest.workloads import Workload, prepare, sample_len
 
 
 def fake_tokenize(text: str, add_special: bool) -> list[int]:

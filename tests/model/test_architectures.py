@@ -17,10 +17,10 @@ import gguf
 import numpy as np
 import pytest
 
-from model.loader import load_model
-from model.perplexity import window_logits
-from scheduler.sampling_params import SamplingParams
-from service.engine_factory import EngineArgs, build_engine
+from pagedserve.model.loader import load_model
+from pagedserve.worker.perplexity import window_logits
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.service.engine_factory import EngineArgs, build_engine
 from tests.model.reference_forward import ReferenceModel
 from tests.model.synthetic_gguf import VOCAB_SIZE, SynthSpec, encode, write_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.chat_template import TemplateError, render_chat_template
+from pagedserve.model.chat_template import TemplateError, render_chat_template
 
 
 def test_smollm2_system_and_user(smollm2_tokenizer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.incremental_detokenizer import IncrementalDetokenizer, _incomplete_tail
+from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer, _incomplete_tail
 
 
 def _stream(tok, ids, chunk=1, skip_special=False):

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from model.perplexity import window_logits
-from scheduler.sampling_params import SamplingParams
-from service.engine_factory import EngineArgs, build_engine
+from pagedserve.worker.perplexity import window_logits
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.service.engine_factory import EngineArgs, build_engine
 from tests.conftest import data_path
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from model.perplexity import window_logits
-from scheduler.sampling_params import SamplingParams
+from pagedserve.worker.perplexity import window_logits
+from pagedserve.sampling_params import SamplingParams
 from tests.conftest import data_path
 
 
@@ -123,8 +123,8 @@ def test_batch_invariance_mixed_prefill_and_decode(make_engine, smollm2_tokenize
 
 def test_paged_decode_equals_full_pass(make_engine):
     """Logits of token-by-token decoding through the paged cache equal one full pass (< 1e-3)."""
-    from model.model_runner import build_metadata
-    from scheduler.step_io import ScheduledRequest, SchedulerOutput
+    from pagedserve.worker.model_runner import build_metadata
+    from pagedserve.scheduler.step_io import ScheduledRequest, SchedulerOutput
 
     transformer = make_engine(num_kv_blocks=64, block_size=4).runner.transformer
     ids = np.random.default_rng(1).integers(100, 20000, size=23).tolist()

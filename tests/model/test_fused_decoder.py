@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from model.model_runner import build_metadata
-from scheduler.sampling_params import SamplingParams
-from scheduler.step_io import ScheduledRequest, SchedulerOutput
+from pagedserve.worker.model_runner import build_metadata
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.scheduler.step_io import ScheduledRequest, SchedulerOutput
 
 
 def _step(prompt_len: int, decode_contexts: list[int]) -> SchedulerOutput:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
-from model.gguf_file import ModelLoadError
-from model.loader import load_model
+from pagedserve.model.gguf_file import ModelLoadError
+from pagedserve.model.loader import load_model
 from tests.model.synthetic_gguf import SynthSpec, model_metadata, model_tensors, write_gguf, write_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -205,7 +205,7 @@ def test_cli_generate_refuses_bad_model(valid_path, tmp_path, kind):
         md = dict(model_metadata(SPEC), **{"general.architecture": "mamba"})
         _write(tmp_path, metadata=md)
     proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "generate", "--model", str(bad), "--prompt", "x"],
+        [sys.executable, "-m", "pagedserve.cli.main", "generate", "--model", str(bad), "--prompt", "x"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr

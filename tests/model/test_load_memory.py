@@ -10,7 +10,7 @@ import json, sys
 def rss():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) * 1024
 import numba, numpy, gguf, kernels.quant_matmul, model.forward  # imports are not the model
-from model.loader import load_model
+from pagedserve.model.loader import load_model
 before = rss()
 model = load_model(sys.argv[1])
 print(json.dumps({"delta": rss() - before, "weights": model.weights.nbytes}))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.sampler import Sampler
-from scheduler.sampling_params import SamplingParams
-from scheduler.step_io import SampledToken
+from pagedserve.model.sampler import Sampler
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.sampled_token import SampledToken
 
 
 def log_softmax(x):

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from model.tokenizer import load_tokenizer
+from pagedserve.model.tokenizer import load_tokenizer
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "tokenize_gemma3_subset.json")
 UNUSED = 5
@@ -72,8 +72,8 @@ def test_newlines_and_space_runs_are_user_defined_tokens(gemma_tok):
 
 @pytest.fixture(scope="module")
 def gemma_full_metadata():
-    from model.gguf_file import read_metadata
-    from model.model_fetch import fetch_model
+    from pagedserve.model.gguf_file import read_metadata
+    from pagedserve.model.model_fetch import fetch_model
 
     return read_metadata(fetch_model("gemma3-270m"))  # fetched when missing: never a silent skip
 

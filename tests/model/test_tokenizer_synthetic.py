@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from model.bpe_gpt2 import BYTE_TO_CHAR, byte_decode, byte_encode
-from model.gguf_file import ModelLoadError
-from model.pretokenizers import PreTokenizer
-from model.tokenizer import load_tokenizer
+from pagedserve.model.bpe_gpt2 import BYTE_TO_CHAR, byte_decode, byte_encode
+from pagedserve.model.gguf_file import ModelLoadError
+from pagedserve.model.pretokenizers import PreTokenizer
+from pagedserve.model.tokenizer import load_tokenizer
 
 # ---- pre-tokenizers -------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ def test_spm_without_space_prefix():
 
 
 def test_spm_stream_keeps_the_leading_space(spm):
-    from model.incremental_detokenizer import IncrementalDetokenizer
+    from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer
 
     # a generated continuation: " hell" follows the prompt, so its space must survive
     ids = spm.encode("hell hell", add_special=False)

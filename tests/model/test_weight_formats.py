@@ -6,7 +6,7 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
-from model.weight_formats import QUANT_FORMATS, dequantize
+from pagedserve.model.weight_formats import QUANT_FORMATS, dequantize
 
 # byte offsets of the f16 scale fields inside one block, per format
 _F16_FIELDS = {

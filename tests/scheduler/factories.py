@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from scheduler.engine import EngineConfig, LLMEngine
-from scheduler.request import Request
-from scheduler.sampling_params import SamplingParams
-from scheduler.scheduler import Scheduler
-from scheduler.step_io import RunnerOutput, SampledToken, SchedulerOutput
+from pagedserve.scheduler.engine import EngineConfig, LLMEngine
+from pagedserve.scheduler.request import Request
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.scheduler.scheduler import Scheduler
+from pagedserve.sampled_token import SampledToken
+from pagedserve.scheduler.step_io import RunnerOutput, SchedulerOutput
 
 VOCAB_SIZE = 101
 

@@ -2,8 +2,8 @@ import threading
 
 import pytest
 
-from scheduler.engine import EngineConfig, LLMEngine, QueueFullError
-from scheduler.sampling_params import InvalidRequestError, SamplingParams
+from pagedserve.scheduler.engine import EngineConfig, LLMEngine, QueueFullError
+from pagedserve.sampling_params import InvalidRequestError, SamplingParams
 from tests.scheduler.factories import (
     FakeDetokenizer,
     FakeRunner,

@@ -3,8 +3,8 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.engine import LLMEngine, QueueFullError
-from scheduler.sampling_params import InvalidRequestError, SamplingParams
+from pagedserve.scheduler.engine import LLMEngine, QueueFullError
+from pagedserve.sampling_params import InvalidRequestError, SamplingParams
 from tests.scheduler.factories import FakeDetokenizer, FakeRunner, create_config, expected_tokens
 
 SHARED_PREFIX = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]

@@ -9,8 +9,8 @@ strings behave with real blocks and the real tokenizer.
 import numpy as np
 import pytest
 
-from model.incremental_detokenizer import IncrementalDetokenizer
-from scheduler.sampling_params import SamplingParams
+from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer
+from pagedserve.sampling_params import SamplingParams
 
 
 def greedy(max_tokens: int, **kw) -> SamplingParams:

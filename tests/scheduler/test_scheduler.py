@@ -1,9 +1,10 @@
 import pytest
 
-from scheduler.request import RequestStatus
-from scheduler.sampling_params import InvalidRequestError
-from scheduler.scheduler import QueueFullError
-from scheduler.step_io import RunnerOutput, SampledToken
+from pagedserve.scheduler.request import RequestStatus
+from pagedserve.sampling_params import InvalidRequestError
+from pagedserve.scheduler.scheduler import QueueFullError
+from pagedserve.sampled_token import SampledToken
+from pagedserve.scheduler.step_io import RunnerOutput
 from tests.scheduler.factories import create_requests, create_scheduler
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from scheduler.sampling_params import SamplingParams
-from scheduler.stop_checker import StopChecker
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.scheduler.stop_checker import StopChecker
 
 
 class CharDetokenizer:

@@ -16,8 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.client import PagedServeClient
-from service.server import PagedServeServer, ServerOptions
+from pagedserve.client import PagedServeClient
+from pagedserve.service.server import PagedServeServer, ServerOptions
 
 
 class ServerThread:

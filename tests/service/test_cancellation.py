@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from tests.service.conftest import rpc_error, test_options, wait_until
 
 LONG_PROMPT = [1] + [300 + (7 * i) % 5000 for i in range(159)]  # 160 tokens = 10 blocks

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from tests.service.conftest import rpc_error
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from proto.pagedserve.v1 import pagedserve_pb2 as pb
-from scheduler.sampling_params import SamplingParams
-from service.client import PagedServeClient
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.sampling_params import SamplingParams
+from pagedserve.client import PagedServeClient
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,"]
 

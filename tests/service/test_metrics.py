@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from service.metrics import FINISH_REASONS
+from pagedserve.service.metrics import FINISH_REASONS
 from tests.service.conftest import wait_until
 
 DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "service", "grafana_dashboard.json")

@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from proto.pagedserve.v1 import pagedserve_pb2 as pb
-from service.client import PagedServeClient
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.client import PagedServeClient
 from tests.service.conftest import ServerThread, rpc_error, test_options, wait_until
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -113,8 +113,8 @@ def test_tls(tmp_path):
 
 
 def test_cli_client_streams_text(served, offline_engine, smollm2_model, capsys):
-    from scheduler.sampling_params import SamplingParams
-    from service.cli import main
+    from pagedserve.sampling_params import SamplingParams
+    from pagedserve.cli.main import main
 
     ids = smollm2_model.tokenizer.encode("The capital of France is")
     want = offline_engine.generate([ids], SamplingParams(temperature=0.0, max_tokens=5))[0].new_text

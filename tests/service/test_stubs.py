@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from proto import generate_stubs
+from pagedserve.proto import generate_stubs
 
 
 def test_committed_stubs_match_a_fresh_generation(tmp_path):
@@ -17,11 +17,11 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path):
         committed = os.path.join(generate_stubs.PROTO_ROOT, "pagedserve", "v1", name)
         with open(path, encoding="utf-8") as f_new, open(committed, encoding="utf-8") as f_old:
             assert f_new.read() == f_old.read(), (
-                f"{name} is stale: run `python proto/generate_stubs.py` and commit the result")
+                f"{name} is stale: run `python -m pagedserve.proto.generate_stubs` and commit the result")
 
 
 def test_stubs_import_as_the_proto_package():
-    from proto.pagedserve.v1 import pagedserve_pb2, pagedserve_pb2_grpc
+    from pagedserve.proto.pagedserve.v1 import pagedserve_pb2, pagedserve_pb2_grpc
 
     assert pagedserve_pb2.DESCRIPTOR.package == "pagedserve.v1"
     assert pagedserve_pb2.DESCRIPTOR.services_by_name["PagedServe"].full_name == "pagedserve.v1.PagedServe"

@@ -1,0 +1,241 @@
+"""Request -> block ids, one block table per KV-cache group; prefix cache; sliding-window dropping.
+
+The manager sees requests only through `request_id`, `all_token_ids` and `num_computed_tokens`
+(the scheduler's Request has them). Per group g, `block_tables[g][j]` holds positions
+[j * block_size, (j + 1) * block_size). A windowed group replaces entries of blocks no future
+query can see with the null block 0 and frees them, so it holds at most
+ceil(W / block_size) + 1 blocks per decoding request, however long it runs.
+
+Prefix caching: a hit needs the block cached in *every* group (windowed groups included), so the
+same token prefix is served for all layers; out-of-window hit blocks are not even touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from pagedserve.cache import block_hash
+from pagedserve.cache.block_hash import BlockKey
+from pagedserve.cache.block_pool import NULL_BLOCK_ID, BlockPool
+from pagedserve.cache.kv_cache_spec import KVCacheSpec
+
+
+class CacheRequest(Protocol):
+    request_id: str
+    num_computed_tokens: int
+
+    @property
+    def all_token_ids(self) -> Sequence[int]: ...
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class _RequestBlocks:
+    block_tables: list[list[int]]  # per group
+    entry_ids: list[list[int]]  # per group: cache entry ids of the leading full blocks registered
+    num_dropped: list[int]  # per group: leading entries already replaced by the null block
+    cache_stopped: list[bool]  # per group: a hash collision stopped caching for this request
+    block_hashes: list[bytes] = field(default_factory=list)
+
+
+class KVCacheManager:
+    def __init__(self, spec: KVCacheSpec, enable_prefix_caching: bool = True):
+        self.spec = spec
+        self.block_size = spec.block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.pools = tuple(BlockPool(spec.num_blocks) for _ in spec.groups)
+        self.windows = tuple(g.sliding_window for g in spec.groups)
+        self._requests: dict[str, _RequestBlocks] = {}
+        self._block_hashes: dict[str, list[bytes]] = {}
+        self.num_window_freed_blocks = 0
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.pools)
+
+    def block_tables(self, request_id: str) -> tuple[list[int], ...]:
+        """The request's tables, one per group (live lists: copy before handing them out)."""
+        state = self._requests.get(request_id)
+        if state is None:
+            return tuple([] for _ in self.pools)
+        return tuple(state.block_tables)
+
+    def has_blocks(self, request_id: str) -> bool:
+        return request_id in self._requests
+
+    def max_blocks_needed(self, num_tokens: int, max_chunk_tokens: int) -> tuple[int, ...]:
+        """Per group, the most blocks one request of `num_tokens` tokens can hold at once."""
+        needed = []
+        for window in self.windows:
+            full = cdiv(num_tokens, self.block_size)
+            if window > 0:
+                # Blocks in the window of a chunk's first query, plus the chunk's own blocks.
+                full = min(full, cdiv(window - 1 + max_chunk_tokens, self.block_size) + 1)
+            needed.append(full)
+        return tuple(needed)
+
+    # ---- prefix cache ----
+    def get_computed_blocks(self, request: CacheRequest) -> tuple[tuple[list[int], ...], int]:
+        """Longest prefix of full blocks cached in every group: (blocks per group, num tokens).
+
+        Never covers the last known token (its logits are needed), so the count is at most
+        len(tokens) - 1 rounded down to a block boundary. Nothing is reserved: pass the blocks to
+        `allocate_slots` before anything else touches the cache.
+        """
+        empty = tuple([] for _ in self.pools)
+        if not self.enable_prefix_caching:
+            return empty, 0
+        token_ids = request.all_token_ids
+        max_num_blocks = (len(token_ids) - 1) // self.block_size
+        if max_num_blocks <= 0:
+            return empty, 0
+        hashes = self._hashes_for(request, max_num_blocks)
+        hits_per_group = []
+        for pool in self.pools:
+            hits: list[int] = []
+            parent_entry_id = 0
+            for j in range(max_num_blocks):
+                block_id = pool.lookup(self._key(hashes[j], parent_entry_id, token_ids, j))
+                if block_id is None:
+                    break
+                hits.append(block_id)
+                parent_entry_id = pool.entry_id(block_id)
+            hits_per_group.append(hits)
+        num_hit_blocks = min(len(h) for h in hits_per_group)
+        return tuple(h[:num_hit_blocks] for h in hits_per_group), num_hit_blocks * self.block_size
+
+    def cache_full_blocks(self, request: CacheRequest) -> None:
+        """Register the request's newly computed full blocks so later requests can hit them."""
+        state = self._requests.get(request.request_id)
+        if state is None or not self.enable_prefix_caching:
+            return
+        token_ids = request.all_token_ids
+        num_full_blocks = min(request.num_computed_tokens, len(token_ids)) // self.block_size
+        hashes = self._hashes_for(request, num_full_blocks)
+        for g, pool in enumerate(self.pools):
+            entries, table = state.entry_ids[g], state.block_tables[g]
+            while not state.cache_stopped[g] and len(entries) < num_full_blocks:
+                j = len(entries)
+                block_id = table[j]
+                parent = entries[-1] if entries else 0
+                entry_id = None
+                if block_id != NULL_BLOCK_ID:
+                    entry_id = pool.cache_block(block_id, self._key(hashes[j], parent, token_ids, j))
+                if entry_id is None:
+                    state.cache_stopped[g] = True
+                else:
+                    entries.append(entry_id)
+
+    # ---- allocation ----
+    def allocate_slots(
+        self,
+        request: CacheRequest,
+        num_new_tokens: int,
+        computed_blocks: Sequence[Sequence[int]] | None = None,
+    ) -> bool:
+        """Make room for `num_new_tokens` more tokens after the computed ones (and the hits).
+
+        Returns False when some group lacks free blocks; then nothing is allocated (out-of-window
+        blocks may still have been dropped, which is always safe). `computed_blocks` are the hits
+        from `get_computed_blocks`, only for a request that holds no blocks yet.
+        """
+        state = self._requests.get(request.request_id)
+        if state is None:
+            g_range = range(self.num_groups)
+            state = _RequestBlocks([[] for _ in g_range], [[] for _ in g_range], [0 for _ in g_range],
+                                   [False for _ in g_range])
+        computed = [list(b) for b in computed_blocks] if computed_blocks else [[] for _ in self.pools]
+        if any(computed) and any(state.block_tables):
+            raise ValueError(f"request {request.request_id} already holds blocks; hits only on admission")
+        num_computed = request.num_computed_tokens + len(computed[0]) * self.block_size
+        num_blocks_total = cdiv(num_computed + num_new_tokens, self.block_size)
+
+        for g in range(self.num_groups):
+            self._drop_out_of_window(state, g, num_computed)
+        plans = []
+        for g, pool in enumerate(self.pools):
+            num_skipped = self._num_out_of_window(g, num_computed)
+            hits_to_touch = computed[g][num_skipped:]
+            num_new_blocks = max(0, num_blocks_total - len(state.block_tables[g]) - len(computed[g]))
+            num_evictable_hits = sum(1 for b in hits_to_touch if pool.ref_counts[b] == 0)
+            if num_new_blocks > pool.num_free_blocks - num_evictable_hits:
+                return False
+            plans.append((min(num_skipped, len(computed[g])), hits_to_touch, num_new_blocks))
+
+        for g, (pool, (num_skipped_hits, hits_to_touch, num_new_blocks)) in enumerate(zip(self.pools, plans)):
+            table = state.block_tables[g]
+            if computed[g]:
+                state.entry_ids[g] = [pool.entry_id(b) for b in computed[g]]
+                pool.touch(hits_to_touch)
+                table.extend([NULL_BLOCK_ID] * num_skipped_hits)
+                table.extend(hits_to_touch)
+                state.num_dropped[g] = num_skipped_hits
+            new_block_ids = pool.allocate(num_new_blocks)
+            assert new_block_ids is not None  # checked above
+            table.extend(new_block_ids)
+        self._requests[request.request_id] = state
+        return True
+
+    def free(self, request: CacheRequest | str) -> None:
+        """Release every block of the request, tail first so tail blocks are evicted first.
+
+        Safe to call for a request that holds nothing.
+        """
+        request_id = request if isinstance(request, str) else request.request_id
+        self._block_hashes.pop(request_id, None)
+        state = self._requests.pop(request_id, None)
+        if state is None:
+            return
+        for pool, table in zip(self.pools, state.block_tables):
+            pool.free(b for b in reversed(table) if b != NULL_BLOCK_ID)
+
+    # ---- usage ----
+    def num_used_blocks(self) -> tuple[int, ...]:
+        return tuple(p.num_used_blocks for p in self.pools)
+
+    def num_free_blocks(self) -> tuple[int, ...]:
+        return tuple(p.num_free_blocks for p in self.pools)
+
+    def num_total_blocks(self) -> tuple[int, ...]:
+        """Usable blocks per group (the null block excluded)."""
+        return tuple(p.num_usable_blocks for p in self.pools)
+
+    def usage(self) -> float:
+        """Fraction of usable blocks in use, over all groups."""
+        return sum(self.num_used_blocks()) / sum(self.num_total_blocks())
+
+    def reset_prefix_cache(self) -> None:
+        for pool in self.pools:
+            pool.reset_prefix_cache()
+
+    # ---- internals ----
+    def _num_out_of_window(self, g: int, next_query_position: int) -> int:
+        """Leading blocks whose every position p has next_query_position - p >= W."""
+        window = self.windows[g]
+        if window <= 0:
+            return 0
+        return max(0, (next_query_position - window + 1) // self.block_size)
+
+    def _drop_out_of_window(self, state: _RequestBlocks, g: int, next_query_position: int) -> None:
+        table = state.block_tables[g]
+        num_skipped = min(self._num_out_of_window(g, next_query_position), len(table))
+        to_free = []
+        for j in range(state.num_dropped[g], num_skipped):
+            if table[j] != NULL_BLOCK_ID:
+                to_free.append(table[j])
+                table[j] = NULL_BLOCK_ID
+        state.num_dropped[g] = max(state.num_dropped[g], num_skipped)
+        self.pools[g].free(to_free)
+        self.num_window_freed_blocks += len(to_free)
+
+    def _hashes_for(self, request: CacheRequest, num_full_blocks: int) -> list[bytes]:
+        hashes = self._block_hashes.setdefault(request.request_id, [])
+        return block_hash.extend_block_hashes(hashes, request.all_token_ids, self.block_size, num_full_blocks)
+
+    def _key(self, h: bytes, parent_entry_id: int, token_ids: Sequence[int], j: int) -> BlockKey:
+        bs = self.block_size
+        return BlockKey(h, parent_entry_id, tuple(token_ids[j * bs : (j + 1) * bs]))

@@ -1,0 +1,142 @@
+"""Integer dot products of 4-bit weight codes against int16 activations, straight from the nibbles.
+
+Why: `kernels/int16_dot.py` widens every weight byte to int16 before `vpdpwssd`; at batch 1 those
+widening shuffles are a third of the instructions and keep the kernel at ~20 GB/s per core, below
+the memory bandwidth. Here the nibbles are used as bytes: `vpdpbusd` multiplies 64 unsigned bytes
+by 64 signed bytes and adds each run of four products into one int32 lane. An int16 activation x
+is split into its bytes, x = 256 * xh + xl (xh = x >> 8 signed, xl = x & 255 unsigned), and both
+halves meet the same nibble vector w (0..15, valid as unsigned or signed bytes):
+    accL += dpbusd(xl (unsigned), w (signed));   accH += dpbusd(w (unsigned), xh (signed))
+and sum = 256 * accH + accL, exactly the int32 sum int16_dot computes (|accL| <= 32 * 15 * 255,
+|256 accH| <= 2^24: no overflow). The float finish per group is int16_dot's, so results are
+bit-identical to it.
+
+Tiled layout of 4-bit codes (built by `model/weight_layout.py`), tile t of 64 rows, group g of 32
+inputs; quad d = inputs 4d..4d+3 (low nibbles) and 16+4d..16+4d+3 (high nibbles); row block c =
+rows 16c..16c+15:
+    codes[t, g] = [4 quads d][4 row blocks c][16 rows][4 bytes], byte b of row 16c + r
+        = code(4d + b) | code(16 + 4d + b) << 4
+so one 64-byte load is 16 rows x 4 inputs: each int32 lane is one output row.
+Activations: xl [M, K] uint8 and xh [M, K] int8 (`split_activation_bytes`), dx [M, K/32] f32, xsum
+[M, K/32] f32 as for int16_dot.
+
+Passes: part 0 = the whole tile for up to 2 rows (1 row: separate accumulators for low and high
+nibbles, so 16 independent chains hide vpdpbusd's latency); part 1 / 2 = rows 0-31 / 32-63 for up
+to 4 rows. Without AVX-512 VNNI the same IR uses widening multiplies (identical sums; tested).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import RequireLiteralValue
+from numba.extending import intrinsic
+
+from pagedserve.kernels.int16_dot import HAS_VNNI, TILE, _at, _const, _declare, _splat, finish_group, store_accumulators
+
+MAX_FULL_ROWS = 2  # activation rows per pass over a whole tile
+MAX_HALF_ROWS = 4  # activation rows per pass over half a tile
+
+_I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, 16)
+_V16F32 = ir.VectorType(_F32, 16)
+_V64I32 = ir.VectorType(_I32, 64)
+
+
+def _dpbusd(builder, acc, unsigned_bytes, signed_bytes):
+    """acc [16 x i32] += per lane l: sum_j u[4l+j] * s[4l+j] (u unsigned, s signed bytes)."""
+    if HAS_VNNI:
+        fn = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        return builder.call(fn, [acc, unsigned_bytes, signed_bytes])
+    prod = builder.mul(builder.zext(unsigned_bytes, _V64I32), builder.sext(signed_bytes, _V64I32))
+    for j in range(4):
+        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(_V16I32, list(range(j, 64, 4)))))
+    return acc
+
+
+def _splat_bytes(builder, row_ptr, offset):
+    """The 4 bytes at row_ptr[offset] repeated in all 16 lanes, as [64 x i8]."""
+    word = builder.load(_at(builder, row_ptr, offset, _I32), align=1)
+    return builder.bitcast(_splat(builder, word, _V16I32), _V64I8)
+
+
+@intrinsic
+def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_addr, xsum_addr, out_addr,
+                     num_groups, x_stride, xs_stride, dx_stride, out_stride, rows, part):
+    """One tile (part 0) or half tile (part 1 / 2) of 64 output rows against `rows` activation rows.
+
+    Addresses (int64): codes[t, 0] (num_groups * 1024 bytes), xl[m0, 0] / xh[m0, 0] (bytes, row
+    stride x_stride), dx[m0, 0] / xsum[m0, 0] (float32, row strides dx_stride / xs_stride),
+    out[m0, 0] (float32, row stride out_stride; part 0 writes 64 columns, part 1 / 2 columns
+    0-31 / 32-63). scale, minv: the tile's [num_groups, 64] arrays (float32 or uint16 half bits).
+    rows and part must be literals.
+    """
+    for lit in (rows, part):
+        if not isinstance(lit, types.IntegerLiteral):
+            raise RequireLiteralValue(lit)
+    n_rows = rows.literal_value
+    tile_part = part.literal_value
+    cs = (0, 1, 2, 3) if tile_part == 0 else (2 * tile_part - 2, 2 * tile_part - 1)
+    assert 1 <= n_rows <= (MAX_FULL_ROWS if tile_part == 0 else MAX_HALF_ROWS)
+    split_nibbles = n_rows == 1 and tile_part == 0  # more independent accumulator chains
+    half_scales = scale.dtype == types.uint16
+    assert minv.dtype == scale.dtype
+
+    def codegen(context, builder, signature, args):
+        (codes_a, scale_arr, minv_arr, xl_a, xh_a, dx_a, xsum_a, out_a, ngroups, x_stride_v,
+         xs_stride_v, dx_stride_v, out_stride_v) = args[:13]
+        codes_p = builder.inttoptr(codes_a, _I8.as_pointer())
+        scale_p = context.make_array(signature.args[1])(context, builder, scale_arr).data
+        minv_p = context.make_array(signature.args[2])(context, builder, minv_arr).data
+        xl_p = builder.inttoptr(xl_a, _I8.as_pointer())
+        xh_p = builder.inttoptr(xh_a, _I8.as_pointer())
+        dx_p = builder.inttoptr(dx_a, _F32.as_pointer())
+        xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
+        out_p = builder.inttoptr(out_a, _F32.as_pointer())
+        low_mask = ir.Constant(_V64I8, [15] * 64)
+        four = ir.Constant(_V64I8, [4] * 64)
+        zero = ir.Constant(_V16I32, None)
+        acc_slots = [{c: cgutils.alloca_once_value(builder, ir.Constant(_V16F32, None)) for c in cs}
+                     for _ in range(n_rows)]
+        n_sets = 2 if split_nibbles else 1  # accumulator sets: (low, high nibbles) or one
+        with cgutils.for_range(builder, ngroups) as loop:
+            g = loop.index
+            acc_l = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
+            acc_h = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
+            group_codes = builder.gep(codes_p, [builder.mul(g, _const(16 * TILE))])
+            x_off = builder.mul(g, _const(32))
+            xl_rows = [builder.gep(xl_p, [builder.add(builder.mul(_const(m), x_stride_v), x_off)])
+                       for m in range(n_rows)]
+            xh_rows = [builder.gep(xh_p, [builder.add(builder.mul(_const(m), x_stride_v), x_off)])
+                       for m in range(n_rows)]
+            for d in range(4):
+                xs = [[(_splat_bytes(builder, xl_rows[m], _const(16 * half + 4 * d)),
+                        _splat_bytes(builder, xh_rows[m], _const(16 * half + 4 * d))) for half in (0, 1)]
+                      for m in range(n_rows)]
+                for c in cs:
+                    w = builder.load(_at(builder, group_codes, _const(d * 256 + c * 64), _V64I8), align=1)
+                    nibbles = (builder.and_(w, low_mask), builder.lshr(w, four))
+                    for m in range(n_rows):
+                        for half in (0, 1):
+                            s = half if split_nibbles else 0
+                            xl, xh = xs[m][half]
+                            acc_l[m][s][c] = _dpbusd(builder, acc_l[m][s][c], xl, nibbles[half])
+                            acc_h[m][s][c] = _dpbusd(builder, acc_h[m][s][c], nibbles[half], xh)
+            eight = ir.Constant(_V16I32, [8] * 16)
+            for m in range(n_rows):
+                stat = builder.add(builder.mul(_const(m), xs_stride_v), g)
+                dx_idx = builder.add(builder.mul(_const(m), dx_stride_v), g)
+                dxm = _splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
+                xsm = _splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
+                for c in cs:
+                    isum = zero
+                    for s in range(n_sets):
+                        isum = builder.add(isum, builder.add(builder.shl(acc_h[m][s][c], eight), acc_l[m][s][c]))
+                    finish_group(builder, isum, acc_slots[m][c], scale_p, minv_p, g, c, dxm, xsm, half_scales)
+        store_accumulators(builder, acc_slots, out_p, out_stride_v)
+        return context.get_dummy_value()
+
+    sig = types.void(types.int64, scale, minv, *([types.int64] * 10), rows, part)
+    return sig, codegen

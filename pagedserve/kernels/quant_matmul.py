@@ -1,0 +1,255 @@
+"""Quantized matrix multiply: out[M, N] = x[M, K] @ W[N, K]^T with int16 activations.
+
+Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
+the kernels then sum weight code * activation code exactly in int32 per weight group and finish
+each group in float32 with the weight's scale and minimum: `kernels/nibble_dot.py` for 4-bit codes
+(the activations split into bytes, `vpdpbusd` on the nibbles), `kernels/int16_dot.py` for 8-bit
+codes (`vpdpwssd`). The rounding adds at most 2^-16 of each block's largest
+magnitude per input (tests/kernels/test_quant_matmul.py bounds the output error by it), far below
+the weights' own quantization error; 8-bit activations were tried and failed the fidelity bar.
+
+Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = output rows
+64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
+    q4: codes [NT, NG, 1024] uint8        nibble-packed quads of inputs (G = 32; nibble_dot.py)
+    q8: codes [NT, NG, G/2, 128] int8     one signed code per byte, pairs of inputs (G = 16, 32)
+    scale, minv [NT, NG, 64]              w = scale * code + minv; float32, or uint16 half bits
+(see the kernels' files for the byte order). A row's result depends only on that row: integer sums are
+exact and the float finish is the same sequence for every row (batch invariance; tested).
+"""
+
+from __future__ import annotations
+
+import numba
+import numba.extending
+import numpy as np
+
+from pagedserve.kernels.fast_exp import f32_from_bits
+from pagedserve.kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
+from pagedserve.kernels.jit import jit, parallel_jit
+from pagedserve.kernels.nibble_dot import nibble_tile_pass
+from pagedserve.kernels.stack_array import stack_f32
+
+ACT_BLOCK = 32  # activation inputs per int16 scale
+
+
+@jit
+def quantize_activations(x, group_size, xq, dx, xsum):
+    """x [M, K] f32 -> xq [M, K] int16 and dx [M, K/32] f32 (xq * dx ~ x, |xq| <= 32767), and
+    xsum [M, K/G] f32: the float sum of x over each group of group_size inputs (ascending).
+    An all-zero block gets scale 0 and codes 0."""
+    M, K = x.shape
+    for m in range(M):
+        row = np.ascontiguousarray(x[m])  # no copy for the C-contiguous inputs of the model
+        _quantize_row(row, row.view(np.int32), xq[m], dx[m])
+        _group_sums(row, group_size, xsum[m])
+
+
+@jit
+def _quantize_row(row, bits, codes, scales):
+    # Loops of a constant 32 over 1-D rows: LLVM unrolls and vectorises them (slices per block or
+    # 2-D indexing ran 3-5x slower). max |x| is taken as the largest sign-cleared bit pattern: for
+    # floats that are not NaN the integer order of the bits is the order of the magnitudes, and an
+    # integer max vectorises (a float max does not without fastmath); a NaN makes its block NaN.
+    for b in range(row.shape[0] // ACT_BLOCK):
+        k0 = b * ACT_BLOCK
+        top = np.int32(0)
+        for k in range(ACT_BLOCK):
+            top = max(top, bits[k0 + k] & np.int32(0x7FFFFFFF))
+        d = f32_from_bits(top) / np.float32(32767.0)
+        scales[b] = d
+        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
+        for k in range(ACT_BLOCK):
+            v = np.rint(row[k0 + k] * inv)
+            # x * (32767 / amax) can round to 32767.002: the clip keeps |xq| <= 32767
+            codes[k0 + k] = np.int16(min(max(v, np.float32(-32767.0)), np.float32(32767.0)))
+
+
+@jit
+def _group_sums(row, group_size, sums):
+    # Each group summed in ascending order, four groups at a time: one chain of dependent adds per
+    # group, but four chains in flight (one chain at a time bounded the whole quantization).
+    n_groups = row.shape[0] // group_size
+    g = 0
+    while g + 4 <= n_groups:
+        k0 = g * group_size
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for k in range(group_size):
+            s0 += row[k0 + k]
+            s1 += row[k0 + group_size + k]
+            s2 += row[k0 + 2 * group_size + k]
+            s3 += row[k0 + 3 * group_size + k]
+        sums[g] = s0
+        sums[g + 1] = s1
+        sums[g + 2] = s2
+        sums[g + 3] = s3
+        g += 4
+    while g < n_groups:
+        s = np.float32(0.0)
+        for k in range(g * group_size, (g + 1) * group_size):
+            s += row[k]
+        sums[g] = s
+        g += 1
+
+
+@jit
+def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, rows, part):
+    # `rows` and `part` must be literals: one compiled pass per (row count, part).
+    tile_pass(codes_t.ctypes.data, scale_t, minv_t, xq[m0].ctypes.data,
+              dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
+              xq.shape[1], xsum.shape[1], dx.shape[1], TILE, group_size, rows, part)
+
+
+@jit
+def _tile(codes, scale, minv, xq, dx, xsum, out, t, m_start, m_end, group_size):
+    """Output columns of tile t for rows m_start .. m_end-1: passes of 8 rows over each half of
+    the tile (each weight vector serves 8 rows), then passes of up to 4 rows over the whole tile."""
+    buf = numba.carray(stack_f32(512), (MAX_HALF_ROWS, TILE))  # results before the column clip
+    M = m_end
+    n0 = t * TILE
+    n = min(TILE, out.shape[1] - n0)
+    cs = codes[t]
+    ss = scale[t]
+    ms = minv[t]
+    m0 = m_start
+    while m0 < M:
+        rows = min(MAX_ROWS, M - m0)
+        if M - m0 >= MAX_HALF_ROWS:
+            rows = MAX_HALF_ROWS
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 8, 1)
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 8, 2)
+        elif rows == 4:
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 4, 0)
+        elif rows == 3:
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 3, 0)
+        elif rows == 2:
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 2, 0)
+        else:
+            _rows_pass(cs, ss, ms, xq, dx, xsum, m0, buf, group_size, 1, 0)
+        _copy_rows(buf, rows, n, out, m0, n0)
+        m0 += rows
+
+
+@jit
+def _copy_rows(buf, rows, n, out, m0, n0):
+    # a pass's results -> out[m0 : m0+rows, n0 : n0+n] (n < 64 only at the padded last tile)
+    for mi in range(rows):
+        for r in range(n):
+            out[m0 + mi, n0 + r] = buf[mi, r]
+
+
+@jit
+def split_activation_bytes(xq, xl, xh):
+    """xq [M, K] int16 -> its low bytes xl [M, K] uint8 and high bytes xh [M, K] int8 (signed),
+    so that xq = 256 * xh + xl (the operands of kernels/nibble_dot.py)."""
+    for m in range(xq.shape[0]):
+        for k in range(xq.shape[1]):
+            v = np.int32(xq[m, k])
+            xl[m, k] = np.uint8(v & 255)
+            xh[m, k] = np.int8(v >> 8)
+
+
+@jit
+def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, m0, buf, rows, part):
+    # `rows` and `part` must be literals: one compiled pass per (row count, part).
+    nibble_tile_pass(codes_t.ctypes.data, scale_t, minv_t, xl[m0].ctypes.data, xh[m0].ctypes.data,
+                     dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
+                     xl.shape[1], xsum.shape[1], dx.shape[1], TILE, rows, part)
+
+
+@jit
+def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t, m_start, m_end):
+    """Output columns of tile t for rows m_start .. m_end-1 (4-bit codes): passes of up to 4 rows
+    over each half of the tile while 3 or more rows are left, then one pass of 1 or 2 rows over
+    the whole tile."""
+    buf = numba.carray(stack_f32(256), (4, TILE))  # results before the column clip
+    M = m_end
+    n0 = t * TILE
+    n = min(TILE, out.shape[1] - n0)
+    cs = codes[t]
+    ss = scale[t]
+    ms = minv[t]
+    m0 = m_start
+    while m0 < M:
+        rows = min(4, M - m0)
+        if rows == 4:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 2)
+        elif rows == 3:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 2)
+        elif rows == 2:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 2, 0)
+        else:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 1, 0)
+        _copy_rows(buf, rows, n, out, m0, n0)
+        m0 += rows
+
+
+@jit
+def _activations(x, group_size):
+    M, K = x.shape
+    xq = np.empty((M, K), np.int16)
+    dx = np.empty((M, K // ACT_BLOCK), np.float32)
+    xsum = np.empty((M, K // group_size), np.float32)
+    quantize_activations(x, group_size, xq, dx, xsum)
+    return xq, dx, xsum
+
+
+@jit
+def row_chunk(num_rows):
+    """Rows per work item: a work item is (tile, chunk of rows). Small matrices have 9 or 15 tiles,
+    which two threads cannot split evenly; chunks of rows even them out from 9 rows on (each
+    chunk reads its tile's weights again, from pagedserve.cache at these batch sizes)."""
+    if num_rows <= 8:
+        return max(num_rows, 1)
+    if num_rows <= 16:
+        return 8
+    return 16
+
+
+@parallel_jit
+def matmul_q4(x, codes, scale, minv, out):
+    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8 (nibble-packed, G = 32)."""
+    assert codes.shape[2] == 16 * TILE, "q4 codes must be [NT, NG, 1024]"
+    xq, dx, xsum = _activations(x, 32)
+    xl = np.empty(xq.shape, np.uint8)
+    xh = np.empty(xq.shape, np.int8)
+    split_activation_bytes(xq, xl, xh)
+    M = x.shape[0]
+    rc = row_chunk(M)
+    n_chunks = (M + rc - 1) // rc
+    for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles
+        m0 = (item % n_chunks) * rc
+        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M))
+
+
+@parallel_jit
+def matmul_q8(x, codes, scale, minv, out):
+    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, G/2, 128] int8 (G = 16 or 32)."""
+    assert codes.shape[3] == 2 * TILE, "q8 codes must be [NT, NG, G/2, 128]"
+    M = x.shape[0]
+    rc = row_chunk(M)
+    n_chunks = (M + rc - 1) // rc
+    if codes.shape[2] == 16:
+        xq, dx, xsum = _activations(x, 32)
+        for item in numba.prange(codes.shape[0] * n_chunks):
+            m0 = (item % n_chunks) * rc
+            _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 32)
+    else:
+        assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
+        xq, dx, xsum = _activations(x, 16)
+        for item in numba.prange(codes.shape[0] * n_chunks):
+            m0 = (item % n_chunks) * rc
+            _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 16)
+
+
+def matmul_codes(x, codes, scale, minv, out):
+    """Compiled-code dispatcher: the codes' rank picks the kernel (3 = q4, 4 = q8)."""
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(matmul_codes, jit_options={"cache": True, "nogil": True})
+def _matmul_codes_overload(x, codes, scale, minv, out):
+    if codes.ndim == 3:
+        return lambda x, codes, scale, minv, out: matmul_q4(x, codes, scale, minv, out)
+    return lambda x, codes, scale, minv, out: matmul_q8(x, codes, scale, minv, out)

@@ -1,0 +1,157 @@
+"""Gather a model's tensors from a GGUF file into per-layer weights ready for the kernels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from pagedserve.model.config import ModelConfig
+from pagedserve.model.gguf_file import GGUFFile, GGUFTensor, ModelLoadError
+from pagedserve.model.weight_formats import SUPPORTED_FORMATS, dequantize
+from pagedserve.model.weight_layout import LinearWeight, build_linear, build_linear_fused
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    attn_norm: np.ndarray  # [D]
+    qkv: LinearWeight  # [q_size + 2 kv_size, D] (q, k, v rows fused when formats allow)
+    qkv_split: tuple[LinearWeight, ...]  # the same as separate q, k, v when not fused (else ())
+    qkv_bias: np.ndarray | None  # [q_size + 2 kv_size] (qwen2)
+    q_norm: np.ndarray | None  # [head_dim] (gemma3)
+    k_norm: np.ndarray | None  # [head_dim] (gemma3)
+    attn_output: LinearWeight  # [D, q_size]
+    post_attn_norm: np.ndarray | None  # [D] (gemma3)
+    ffn_norm: np.ndarray  # [D]
+    gate_up: LinearWeight  # [2 F, D] (gate rows then up rows, fused when formats allow)
+    gate_up_split: tuple[LinearWeight, ...]
+    ffn_down: LinearWeight  # [D, F]
+    post_ffn_norm: np.ndarray | None  # [D] (gemma3)
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    token_embedding: LinearWeight  # [V, D]
+    output: LinearWeight  # [V, D] (the embedding itself when tied)
+    output_norm: np.ndarray  # [D]
+    layers: tuple[LayerWeights, ...]
+    rope_freq_factors: np.ndarray | None  # [rope_dim / 2] (Llama 3.1 style rope_freqs)
+    stack: "LayerStack | None" = None  # the layers as [L, ...] arrays when the model is uniform
+
+    @property
+    def nbytes(self) -> int:
+        total = self.token_embedding.nbytes + self.output_norm.nbytes
+        if self.output is not self.token_embedding:
+            total += self.output.nbytes
+        for layer in self.layers:
+            for value in vars(layer).values():
+                if isinstance(value, LinearWeight):
+                    total += value.nbytes
+                elif isinstance(value, tuple):
+                    total += sum(w.nbytes for w in value)
+                elif isinstance(value, np.ndarray):
+                    total += value.nbytes
+        return total
+
+
+def dominant_format(gguf: GGUFFile) -> str:
+    """The weight type holding most matrix elements (what a user calls the model's format)."""
+    counts: Counter[str] = Counter()
+    for t in gguf.tensors.values():
+        if len(t.shape) == 2:
+            counts[t.type_name] += int(np.prod(t.shape))
+    return counts.most_common(1)[0][0] if counts else "F32"
+
+
+def check_formats(gguf: GGUFFile) -> None:
+    for t in gguf.tensors.values():
+        if t.type_name not in SUPPORTED_FORMATS:
+            raise ModelLoadError(
+                f"tensor {t.name!r} has unsupported weight type {t.type_name} "
+                f"(supported: {', '.join(SUPPORTED_FORMATS)})"
+            )
+
+
+def _vector(gguf: GGUFFile, name: str, size: int, required: bool = True) -> np.ndarray | None:
+    t = gguf.tensors.get(name)
+    if t is None:
+        if required:
+            raise ModelLoadError(f"{gguf.path}: missing tensor {name!r}")
+        return None
+    values = dequantize(t.type_name, t.data, int(np.prod(t.shape))).reshape(-1)
+    if values.shape[0] != size:
+        raise ModelLoadError(f"tensor {name!r} has {values.shape[0]} values, expected {size}")
+    # A copy: a view would keep the whole memory-mapped file resident for a few small vectors.
+    return np.array(values, dtype=np.float32, copy=True)
+
+
+def _matrix(gguf: GGUFFile, name: str, shape: tuple[int, int]) -> GGUFTensor:
+    t = gguf.tensors.get(name)
+    if t is None:
+        raise ModelLoadError(f"{gguf.path}: missing tensor {name!r}")
+    if tuple(t.shape) != shape:
+        raise ModelLoadError(f"tensor {name!r} has shape {t.shape}, expected {shape}")
+    return t
+
+
+def _fused(tensors: list[GGUFTensor]) -> tuple[LinearWeight, tuple[LinearWeight, ...]]:
+    """One fused matrix when all parts share a format (fewer, larger kernel calls), else parts."""
+    if len({t.type_name for t in tensors}) == 1:
+        return build_linear_fused(tensors), ()
+    parts = tuple(build_linear(t) for t in tensors)
+    return parts[0], parts
+
+
+def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
+    check_formats(gguf)
+    d, f = cfg.hidden_size, cfg.ffn_size
+    layers = []
+    for i in range(cfg.num_layers):
+        p = f"blk.{i}."
+        q = _matrix(gguf, p + "attn_q.weight", (cfg.q_size, d))
+        k = _matrix(gguf, p + "attn_k.weight", (cfg.kv_size, d))
+        v = _matrix(gguf, p + "attn_v.weight", (cfg.kv_size, d))
+        qkv, qkv_split = _fused([q, k, v])
+        bias = None
+        if p + "attn_q.bias" in gguf.tensors:
+            bias = np.concatenate([
+                _vector(gguf, p + "attn_q.bias", cfg.q_size),
+                _vector(gguf, p + "attn_k.bias", cfg.kv_size),
+                _vector(gguf, p + "attn_v.bias", cfg.kv_size),
+            ])
+        gate = _matrix(gguf, p + "ffn_gate.weight", (f, d))
+        up = _matrix(gguf, p + "ffn_up.weight", (f, d))
+        gate_up, gate_up_split = _fused([gate, up])
+        is_gemma = cfg.architecture == "gemma3"
+        layers.append(LayerWeights(
+            attn_norm=_vector(gguf, p + "attn_norm.weight", d),
+            qkv=qkv,
+            qkv_split=qkv_split,
+            qkv_bias=bias,
+            q_norm=_vector(gguf, p + "attn_q_norm.weight", cfg.head_dim, required=is_gemma),
+            k_norm=_vector(gguf, p + "attn_k_norm.weight", cfg.head_dim, required=is_gemma),
+            attn_output=build_linear(_matrix(gguf, p + "attn_output.weight", (d, cfg.q_size))),
+            post_attn_norm=_vector(gguf, p + "post_attention_norm.weight", d, required=is_gemma),
+            ffn_norm=_vector(gguf, p + "ffn_norm.weight", d),
+            gate_up=gate_up,
+            gate_up_split=gate_up_split,
+            ffn_down=build_linear(_matrix(gguf, p + "ffn_down.weight", (d, f))),
+            post_ffn_norm=_vector(gguf, p + "post_ffw_norm.weight", d, required=is_gemma),
+        ))
+    embedding = build_linear(_matrix(gguf, "token_embd.weight", (cfg.vocab_size, d)))
+    output = embedding
+    if "output.weight" in gguf.tensors:
+        output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)))
+    factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
+    from pagedserve.model.layer_stack import stack_layers  # layer_stack builds on LayerWeights defined here
+
+    stack, stacked_layers = stack_layers(tuple(layers))
+    return ModelWeights(
+        token_embedding=embedding,
+        output=output,
+        output_norm=_vector(gguf, "output_norm.weight", d),
+        layers=stacked_layers,
+        rope_freq_factors=factors,
+        stack=stack,
+    )

@@ -1,0 +1,119 @@
+"""The engine thread, and the bridge that hands each request's outputs to its own asyncio queue.
+
+The engine computes in its own thread (the kernels release the GIL), so the asyncio loop keeps
+serving while a step runs. A stream registers a queue before it adds its request, so no output
+can be missed; the thread delivers with `loop.call_soon_threadsafe` because asyncio queues are not
+thread-safe. Outputs of requests no stream listens to (any more) only feed the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Optional
+
+from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.scheduler.request import RequestOutput
+from pagedserve.service.errors import EngineFailure, RequestIdInUse
+from pagedserve.service.metrics import ServerMetrics
+
+log = logging.getLogger("pagedserve.engine_loop")
+
+_IDLE_WAIT_S = 0.05  # how long the idle thread sleeps before re-checking the stop flag
+_FAILURE_BACKOFF_S = 0.1  # pause after a step raised, so a persistent bug cannot spin a core
+
+
+class EngineLoop:
+    """Runs `engine.step()` in a thread while there is work; routes outputs to per-request queues.
+
+    Queue items are RequestOutput objects, or an EngineFailure when the step itself raised.
+    """
+
+    def __init__(self, engine: LLMEngine, loop: asyncio.AbstractEventLoop, metrics: Optional[ServerMetrics] = None):
+        self.engine = engine
+        self._loop = loop
+        self._metrics = metrics
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._queues_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pagedserve-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop stepping (after the current step) and wait for the thread to end."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def open_stream(self, request_id: str) -> asyncio.Queue:
+        """A fresh queue for the outputs of `request_id`; call before adding the request.
+
+        Raises RequestIdInUse when another stream holds that id.
+        """
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._queues_lock:
+            if request_id in self._queues:
+                raise RequestIdInUse(request_id)
+            self._queues[request_id] = queue
+        return queue
+
+    def close_stream(self, request_id: str) -> None:
+        """Forget the queue: later outputs of this request are dropped."""
+        with self._queues_lock:
+            self._queues.pop(request_id, None)
+
+    @property
+    def num_streams(self) -> int:
+        with self._queues_lock:
+            return len(self._queues)
+
+    def _run(self) -> None:
+        engine = self.engine
+        while not self._stop.is_set():
+            if not engine.wait_for_work(_IDLE_WAIT_S):
+                continue
+            try:
+                outputs = engine.step()
+            except Exception as exc:  # the engine contains runner failures; this is a scheduler bug
+                log.exception("engine step failed; failing every request of this server")
+                self._fail_all(exc)
+                time.sleep(_FAILURE_BACKOFF_S)
+                continue
+            if self._metrics is not None:
+                self._metrics.observe_step(engine.stats())
+            for output in outputs:
+                self._deliver(output)
+
+    def _deliver(self, item: RequestOutput) -> None:
+        if self._metrics is not None:  # also for closed streams: a cancelled request still finished
+            self._metrics.observe_output(item)
+        with self._queues_lock:
+            queue = self._queues.get(item.request_id)
+        if queue is not None:
+            self._put(queue, item)
+
+    def _put(self, queue: asyncio.Queue, item) -> None:
+        try:
+            self._loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    def _fail_all(self, exc: Exception) -> None:
+        """The step raised outside the runner, so which requests it touched is unknown: abort
+        every registered one (freeing its blocks) and end its stream with an engine failure."""
+        with self._queues_lock:
+            items = list(self._queues.items())
+        for request_id, queue in items:
+            try:
+                self.engine.abort_request(request_id)
+            except Exception:
+                log.exception("could not abort request %s after a failed step", request_id)
+            self._put(queue, EngineFailure(f"engine step raised {type(exc).__name__}: {exc}"))

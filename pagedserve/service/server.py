@@ -1,0 +1,178 @@
+"""The gRPC server's life: listen (NOT_SERVING), attach a warm engine (SERVING), drain and stop.
+
+Order matters at both ends. Starting: the port and health answer first, so orchestrators see a
+live but NOT_SERVING process while kernels compile; only a warm engine turns health to SERVING.
+Stopping: health NOT_SERVING, new calls refused with UNAVAILABLE, in-flight streams get the grace
+period to finish, the rest are cancelled (which aborts them), then the engine thread stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from pagedserve.model.loader import LoadedModel
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
+from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.service.engine_loop import EngineLoop
+from pagedserve.service.metrics import ServerMetrics
+from pagedserve.service.request_validation import RequestLimits
+from pagedserve.service.servicer import Backend, PagedServeServicer
+
+log = logging.getLogger("pagedserve.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PagedServe"].full_name  # "pagedserve.v1.PagedServe"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How the server listens. `port` 0 picks a free port; `metrics_port` None turns the metrics
+    endpoint off and 0 picks a free port. TLS is on when both cert and key (PEM paths) are given."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Optional[int] = 8000
+    grace_seconds: float = 30.0
+    max_tokens_limit: int = 4096
+    max_message_bytes: int = 16 * MIB
+
+    def __post_init__(self):
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if self.grace_seconds < 0:
+            raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if self.max_tokens_limit < 1:
+            raise ValueError(f"max_tokens_limit must be >= 1, got {self.max_tokens_limit}")
+
+
+class PagedServeServer:
+    """One gRPC server (PagedServe, health, reflection) plus its metrics endpoint."""
+
+    def __init__(self, options: ServerOptions = ServerOptions()):
+        self.options = options
+        self.metrics = ServerMetrics(lambda: self.engine)
+        self.servicer = PagedServeServicer(self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.engine: Optional[LLMEngine] = None
+        self.engine_loop: Optional[EngineLoop] = None
+        self.port: Optional[int] = None
+        self.metrics_port: Optional[int] = None
+        self._server: Optional[grpc.aio.Server] = None
+        self._metrics_httpd = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.options.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen and answer health (NOT_SERVING) and reflection; raises OSError if the port is taken."""
+        o = self.options
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", o.max_message_bytes),
+            ("grpc.max_send_message_length", o.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+        ])
+        pb_grpc.add_PagedServeServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server)
+        for service in ("", SERVICE_NAME):  # "" is the whole server's status
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{o.host}:{o.port}"
+        if o.tls_cert:
+            with open(o.tls_key, "rb") as key, open(o.tls_cert, "rb") as cert:
+                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await self._server.start()
+        if o.metrics_port is not None:
+            self._metrics_httpd, _ = start_http_server(o.metrics_port, o.metrics_host, registry=self.metrics.registry)
+            self.metrics_port = self._metrics_httpd.server_port
+        log.info("gRPC listening on %s (%s), health NOT_SERVING until the engine is warm; metrics %s",
+                 self.address, "TLS" if o.tls_cert else "plaintext",
+                 f"on http://{o.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port else "off")
+
+    async def attach_engine(self, engine: LLMEngine, model: LoadedModel) -> None:
+        """Start the engine thread over a (warm) engine and turn health to SERVING."""
+        self.engine = engine
+        self.metrics.set_clock(engine.clock)
+        self.engine_loop = EngineLoop(engine, asyncio.get_running_loop(), self.metrics)
+        self.engine_loop.start()
+        limits = RequestLimits(max_model_len=engine.config.max_model_len,
+                               max_tokens_limit=self.options.max_tokens_limit,
+                               vocab_size=model.tokenizer.vocab_size)
+        self.servicer.backend = Backend(self.engine_loop, model, limits, self.options.max_message_bytes)
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        spec = engine.config.kv_cache_spec
+        log.info("SERVING %s (%s) on %s: KV cache %d blocks x %d tokens, %s, %.1f MiB",
+                 model.config.name, model.path, self.address, spec.num_blocks, spec.block_size,
+                 spec.kv_dtype, spec.total_bytes / MIB)
+
+    async def build_and_attach(self, build: Callable[[], tuple[LLMEngine, LoadedModel]]) -> None:
+        """Run `build` (load + warm up, slow) in a daemon thread while the server answers health,
+        then attach its engine. A daemon thread, so a shutdown during warm-up need not wait."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def run():
+            try:
+                result = build()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+            else:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(result))
+
+        threading.Thread(target=run, name="pagedserve-warm-up", daemon=True).start()
+        engine, model = await done
+        if not self.servicer.draining:
+            await self.attach_engine(engine, model)
+
+    async def stop(self, grace_seconds: Optional[float] = None) -> None:
+        """Drain and stop; idempotent. In-flight streams get `grace_seconds` (default: options')."""
+        if self._server is None:
+            self._stopped.set()
+            return
+        if self.servicer.draining:
+            await self._stopped.wait()
+            return
+        grace = self.options.grace_seconds if grace_seconds is None else grace_seconds
+        started = time.monotonic()
+        log.info("shutting down: NOT_SERVING, refusing new calls, %d streams get %.1f s to finish",
+                 self.servicer.num_active_streams, grace)
+        await self.health.enter_graceful_shutdown()
+        self.servicer.draining = True
+        finished = await self.servicer.wait_for_streams(grace)
+        if not finished:
+            log.warning("%d streams still open (grace %.1f s); cancelling them",
+                        self.servicer.num_active_streams, grace)
+        await self._server.stop(max(0.0, grace - (time.monotonic() - started)) if finished else 0)
+        if self.engine_loop is not None:
+            await asyncio.to_thread(self.engine_loop.stop, 10.0)
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+            self._metrics_httpd.server_close()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
