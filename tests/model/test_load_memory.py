@@ -9,7 +9,7 @@ _PROBE = """
 import json, sys
 def rss():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) * 1024
-import numba, numpy, gguf, kernels.quant_matmul, model.forward  # imports are not the model
+import numba, numpy, gguf, pagedserve.kernels.quant_matmul, pagedserve.model.forward  # imports are not the model
 from pagedserve.model.loader import load_model
 before = rss()
 model = load_model(sys.argv[1])
