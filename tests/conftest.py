@@ -51,7 +51,7 @@ def smollm2_model(smollm2_path):
 @pytest.fixture(scope="session")
 def make_engine(smollm2_model):
     """Factory: an engine over the session's model with the given EngineArgs overrides."""
-    from pagedserve.service.engine_factory import EngineArgs, build_engine
+    from pagedserve.engine.engine_factory import EngineArgs, build_engine
 
     def make(**overrides):
         args = EngineArgs(**{"num_kv_blocks": 256, "kv_cache_memory": None, **overrides})

@@ -64,7 +64,7 @@ def _kv_memory_bytes(ns: argparse.Namespace, engine, args) -> int:
 def cmd_bench(ns: argparse.Namespace) -> int:
     import numba
 
-    from pagedserve.service.engine_factory import build_engine, engine_args_from
+    from pagedserve.engine.engine_factory import build_engine, engine_args_from
 
     args = engine_args_from(ns)
     engine, model = build_engine(args)

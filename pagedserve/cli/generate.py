@@ -53,7 +53,7 @@ def _prompt_ids(ns: argparse.Namespace, tokenizer) -> list[list[int]]:
 
 
 def cmd_generate(ns: argparse.Namespace) -> int:
-    from pagedserve.service.engine_factory import build_engine, engine_args_from
+    from pagedserve.engine.engine_factory import build_engine, engine_args_from
 
     engine, model = build_engine(engine_args_from(ns))
     prompts = _prompt_ids(ns, model.tokenizer)

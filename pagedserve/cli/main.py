@@ -37,7 +37,7 @@ def cmd_tokenize(ns: argparse.Namespace) -> int:
 
 def cmd_perplexity(ns: argparse.Namespace) -> int:
     from pagedserve.worker.perplexity import perplexity
-    from pagedserve.service.engine_factory import build_engine, engine_args_from
+    from pagedserve.engine.engine_factory import build_engine, engine_args_from
 
     ns.num_kv_blocks = ns.num_kv_blocks or (-(-ns.ctx // ns.block_size) + 2)
     engine, model = build_engine(engine_args_from(ns), warm_up=False)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from pagedserve.loadtest.cli import main as loadtest_main
 
         return loadtest_main(argv[1:])
-    from pagedserve.service.engine_factory import add_engine_arguments
+    from pagedserve.engine.engine_factory import add_engine_arguments
 
     parser = argparse.ArgumentParser(prog="pagedserve", description=__doc__)
     parser.add_argument("--log-level", default="INFO")

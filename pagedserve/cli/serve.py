@@ -42,7 +42,7 @@ def add_serve_parsers(sub, add_engine_arguments) -> None:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    from pagedserve.service.engine_factory import build_engine, engine_args_from
+    from pagedserve.engine.engine_factory import build_engine, engine_args_from
     from pagedserve.service.server import PagedServeServer, ServerOptions
 
     options = ServerOptions(

@@ -12,6 +12,7 @@ from typing import Optional
 
 import grpc
 
+from pagedserve.engine.errors import EngineFailure, RequestIdInUse
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.scheduler import QueueFullError
 
@@ -28,17 +29,6 @@ class ServiceError(Exception):
 
 def unavailable(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message)
-
-
-class RequestIdInUse(InvalidRequestError):
-    """Another open stream holds this request id (ALREADY_EXISTS: the input is fine, the timing not)."""
-
-    def __init__(self, request_id: str):
-        super().__init__("request_id", f"request_id: request id {request_id!r} is already in use")
-
-
-class EngineFailure(Exception):
-    """The engine failed while computing this request (the request finished with "error")."""
 
 
 def status_of(exc: BaseException, request_id: Optional[str] = None) -> tuple[grpc.StatusCode, str]:

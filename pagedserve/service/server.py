@@ -24,7 +24,7 @@ from pagedserve.model.loader import LoadedModel
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from pagedserve.scheduler.engine import LLMEngine
-from pagedserve.service.engine_loop import EngineLoop
+from pagedserve.engine.engine_loop import EngineLoop
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service.request_validation import RequestLimits
 from pagedserve.service.servicer import Backend, PagedServeServicer

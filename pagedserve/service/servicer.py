@@ -20,7 +20,7 @@ from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from pagedserve.scheduler.request import RequestOutput
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.service import request_validation as rv
-from pagedserve.service.engine_loop import EngineLoop
+from pagedserve.engine.engine_loop import EngineLoop
 from pagedserve.service.errors import EngineFailure, ServiceError, status_of, unavailable
 from pagedserve.service.metrics import ServerMetrics
 

@@ -70,7 +70,7 @@ def test_concurrency_workload_counts_preemptions_and_tokens(make_engine):
 
 def test_bench_honours_engine_flags(smollm2_model, monkeypatch, capsys):
     """--kv-dtype, --sliding-window, --no-prefix-cache, --kv-cache-memory reach the engine."""
-    import pagedserve.service.engine_factory as factory
+    import pagedserve.engine.engine_factory as factory
     from pagedserve.cli.main import main
 
     monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
@@ -93,7 +93,7 @@ def test_bench_honours_engine_flags(smollm2_model, monkeypatch, capsys):
 
 
 def test_bench_runs_with_an_f16_kv_cache(smollm2_model, monkeypatch, capsys):
-    import pagedserve.service.engine_factory as factory
+    import pagedserve.engine.engine_factory as factory
     from pagedserve.cli.main import main
 
     monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
@@ -109,7 +109,7 @@ def test_bench_runs_with_an_f16_kv_cache(smollm2_model, monkeypatch, capsys):
 
 @pytest.mark.parametrize("flag", [[], ["--no-prefix-cache"]])
 def test_shared_prefix_flag_decides_prefix_caching(smollm2_model, monkeypatch, capsys, flag):
-    import pagedserve.service.engine_factory as factory
+    import pagedserve.engine.engine_factory as factory
     from pagedserve.cli.main import main
 
     monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)

@@ -20,7 +20,7 @@ import pytest
 from pagedserve.model.loader import load_model
 from pagedserve.worker.perplexity import window_logits
 from pagedserve.sampling_params import SamplingParams
-from pagedserve.service.engine_factory import EngineArgs, build_engine
+from pagedserve.engine.engine_factory import EngineArgs, build_engine
 from tests.model.reference_forward import ReferenceModel
 from tests.model.synthetic_gguf import VOCAB_SIZE, SynthSpec, encode, write_model
 

@@ -11,7 +11,7 @@ import pytest
 
 from pagedserve.worker.perplexity import window_logits
 from pagedserve.sampling_params import SamplingParams
-from pagedserve.service.engine_factory import EngineArgs, build_engine
+from pagedserve.engine.engine_factory import EngineArgs, build_engine
 from tests.conftest import data_path
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from typing import Optional
 
 from pagedserve.scheduler.engine import LLMEngine
 from pagedserve.scheduler.request import RequestOutput
-from pagedserve.service.errors import EngineFailure, RequestIdInUse
+from pagedserve.engine.errors import EngineFailure, RequestIdInUse
 from pagedserve.service.metrics import ServerMetrics
 
 log = logging.getLogger("pagedserve.engine_loop")
