@@ -9,7 +9,7 @@ import re
 from pagedserve.service.metrics import FINISH_REASONS
 from tests.service.conftest import wait_until
 
-DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "service", "grafana_dashboard.json")
+DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "pagedserve", "service", "grafana_dashboard.json")
 
 
 def value(samples, name, **labels) -> float:
