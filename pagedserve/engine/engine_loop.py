@@ -3,7 +3,8 @@
 The engine computes in its own thread (the kernels release the GIL), so the asyncio loop keeps
 serving while a step runs. A stream registers a queue before it adds its request, so no output
 can be missed; the thread delivers with `loop.call_soon_threadsafe` because asyncio queues are not
-thread-safe. Outputs of requests no stream listens to (any more) only feed the metrics.
+thread-safe. Outputs of requests no stream listens to (any more) only feed the observer.
+Requests are keyed by the engine's own request ids; callers' ids are AsyncEngine's business.
 """
 
 from __future__ import annotations
@@ -12,17 +13,32 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Optional
+from typing import Optional, Protocol
 
-from pagedserve.scheduler.engine import LLMEngine
-from pagedserve.scheduler.request import RequestOutput
 from pagedserve.engine.errors import EngineFailure, RequestIdInUse
-from pagedserve.service.metrics import ServerMetrics
+from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.scheduler.engine_stats import EngineStats
+from pagedserve.scheduler.request import RequestOutput
 
 log = logging.getLogger("pagedserve.engine_loop")
 
 _IDLE_WAIT_S = 0.05  # how long the idle thread sleeps before re-checking the stop flag
 _FAILURE_BACKOFF_S = 0.1  # pause after a step raised, so a persistent bug cannot spin a core
+
+
+class EngineObserver(Protocol):
+    """Told about every step and every output, on the engine thread (so it must be thread-safe).
+
+    The server's metrics are one; the engine knows nothing else about them.
+    """
+
+    def observe_step(self, stats: EngineStats) -> None:
+        """After each step, with the engine's stats."""
+        ...
+
+    def observe_output(self, output: RequestOutput) -> None:
+        """Each step output of each request, whether or not a stream still listens to it."""
+        ...
 
 
 class EngineLoop:
@@ -31,10 +47,11 @@ class EngineLoop:
     Queue items are RequestOutput objects, or an EngineFailure when the step itself raised.
     """
 
-    def __init__(self, engine: LLMEngine, loop: asyncio.AbstractEventLoop, metrics: Optional[ServerMetrics] = None):
+    def __init__(self, engine: LLMEngine, loop: asyncio.AbstractEventLoop,
+                 observer: Optional[EngineObserver] = None):
         self.engine = engine
         self._loop = loop
-        self._metrics = metrics
+        self._observer = observer
         self._queues: dict[str, asyncio.Queue] = {}
         self._queues_lock = threading.Lock()
         self._stop = threading.Event()
@@ -87,14 +104,14 @@ class EngineLoop:
                 self._fail_all(exc)
                 time.sleep(_FAILURE_BACKOFF_S)
                 continue
-            if self._metrics is not None:
-                self._metrics.observe_step(engine.stats())
+            if self._observer is not None:
+                self._observer.observe_step(engine.stats())
             for output in outputs:
                 self._deliver(output)
 
     def _deliver(self, item: RequestOutput) -> None:
-        if self._metrics is not None:  # also for closed streams: a cancelled request still finished
-            self._metrics.observe_output(item)
+        if self._observer is not None:  # also for closed streams: a cancelled request still finished
+            self._observer.observe_output(item)
         with self._queues_lock:
             queue = self._queues.get(item.request_id)
         if queue is not None:

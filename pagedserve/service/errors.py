@@ -12,7 +12,7 @@ from typing import Optional
 
 import grpc
 
-from pagedserve.engine.errors import EngineFailure, RequestIdInUse
+from pagedserve.engine.errors import DeadlineExceeded, EngineFailure, EngineNotRunning, RequestIdInUse
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.scheduler import QueueFullError
 
@@ -41,6 +41,10 @@ def status_of(exc: BaseException, request_id: Optional[str] = None) -> tuple[grp
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, DeadlineExceeded):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+    if isinstance(exc, EngineNotRunning):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED, "the call was cancelled"
     if isinstance(exc, EngineFailure):

@@ -1,10 +1,11 @@
 """Every Prometheus metric of the server, defined once, in a registry of the server's own.
 
 Two sources feed them. Engine state (KV blocks, queue lengths, prefix-cache and preemption
-totals, finished requests) is read from `LLMEngine.stats()` when Prometheus scrapes, so the
+totals, finished requests) is read from the engine's `stats()` when Prometheus scrapes, so the
 endpoint always agrees with the engine. Per-request latencies and token counts are observed from
-the request outputs by the engine thread, and per-step figures after each step. Names carry the
-`pagedserve_` prefix and their unit; the registry is per server so tests can run several.
+the request outputs by the engine thread (ServerMetrics is its EngineObserver), and per-step
+figures after each step. Names carry the `pagedserve_` prefix and their unit; the registry is
+per server so tests can run several.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
-from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine_stats import EngineStats
 from pagedserve.scheduler.request import RequestOutput
 
@@ -29,7 +30,7 @@ FINISH_REASONS = ("stop", "length", "abort", "error")
 class EngineStatsCollector:
     """Engine-state metrics, read from `engine.stats()` at each scrape (nothing while warming up)."""
 
-    def __init__(self, engine_getter: Callable[[], Optional[LLMEngine]]):
+    def __init__(self, engine_getter: Callable[[], Optional[AsyncEngine]]):
         self._engine_getter = engine_getter
 
     def describe(self):
@@ -85,7 +86,7 @@ class EngineStatsCollector:
 class ServerMetrics:
     """The server's metrics. Thread-safe: the engine thread observes, the asyncio loop counts errors."""
 
-    def __init__(self, engine_getter: Callable[[], Optional[LLMEngine]], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, engine_getter: Callable[[], Optional[AsyncEngine]], clock: Callable[[], float] = time.monotonic):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(EngineStatsCollector(engine_getter))
         self._clock = clock

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
+from pagedserve.engine.engine_request import EngineRequest
 from pagedserve.model.tokenizer import Tokenizer
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.sampling_params import InvalidRequestError, SamplingParams
@@ -35,16 +35,6 @@ class RequestLimits:
     def __post_init__(self):
         if self.max_tokens_limit < 1:
             raise ValueError(f"max_tokens_limit must be >= 1, got {self.max_tokens_limit}")
-
-
-@dataclass(frozen=True)
-class EngineRequest:
-    """A validated Generate request, ready for LLMEngine.add_request."""
-
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    request_id: Optional[str]  # None: let the engine generate one
-    priority: int
 
 
 def _bad(field: str, message: str) -> InvalidRequestError:

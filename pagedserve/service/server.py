@@ -23,8 +23,8 @@ from prometheus_client import start_http_server
 from pagedserve.model.loader import LoadedModel
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
+from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine import LLMEngine
-from pagedserve.engine.engine_loop import EngineLoop
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service.request_validation import RequestLimits
 from pagedserve.service.servicer import Backend, PagedServeServicer
@@ -64,11 +64,10 @@ class PagedServeServer:
 
     def __init__(self, options: ServerOptions = ServerOptions()):
         self.options = options
-        self.metrics = ServerMetrics(lambda: self.engine)
+        self.metrics = ServerMetrics(lambda: self.async_engine)
         self.servicer = PagedServeServicer(self.metrics)
         self.health = health.aio.HealthServicer()
-        self.engine: Optional[LLMEngine] = None
-        self.engine_loop: Optional[EngineLoop] = None
+        self.async_engine: Optional[AsyncEngine] = None
         self.port: Optional[int] = None
         self.metrics_port: Optional[int] = None
         self._server: Optional[grpc.aio.Server] = None
@@ -113,14 +112,14 @@ class PagedServeServer:
 
     async def attach_engine(self, engine: LLMEngine, model: LoadedModel) -> None:
         """Start the engine thread over a (warm) engine and turn health to SERVING."""
-        self.engine = engine
-        self.metrics.set_clock(engine.clock)
-        self.engine_loop = EngineLoop(engine, asyncio.get_running_loop(), self.metrics)
-        self.engine_loop.start()
+        async_engine = AsyncEngine(engine, model, observer=self.metrics)
+        self.metrics.set_clock(async_engine.clock)
+        async_engine.start()
+        self.async_engine = async_engine
         limits = RequestLimits(max_model_len=engine.config.max_model_len,
                                max_tokens_limit=self.options.max_tokens_limit,
                                vocab_size=model.tokenizer.vocab_size)
-        self.servicer.backend = Backend(self.engine_loop, model, limits, self.options.max_message_bytes)
+        self.servicer.backend = Backend(async_engine, limits, self.options.max_message_bytes)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         spec = engine.config.kv_cache_spec
@@ -157,17 +156,17 @@ class PagedServeServer:
             return
         grace = self.options.grace_seconds if grace_seconds is None else grace_seconds
         started = time.monotonic()
+        engine = self.async_engine
         log.info("shutting down: NOT_SERVING, refusing new calls, %d streams get %.1f s to finish",
-                 self.servicer.num_active_streams, grace)
+                 engine.num_active_streams if engine else 0, grace)
         await self.health.enter_graceful_shutdown()
         self.servicer.draining = True
-        finished = await self.servicer.wait_for_streams(grace)
+        finished = engine is None or await engine.wait_for_streams(grace)
         if not finished:
-            log.warning("%d streams still open (grace %.1f s); cancelling them",
-                        self.servicer.num_active_streams, grace)
+            log.warning("%d streams still open (grace %.1f s); cancelling them", engine.num_active_streams, grace)
         await self._server.stop(max(0.0, grace - (time.monotonic() - started)) if finished else 0)
-        if self.engine_loop is not None:
-            await asyncio.to_thread(self.engine_loop.stop, 10.0)
+        if engine is not None:
+            await engine.stop()
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()

@@ -1,27 +1,28 @@
 """The PagedServe gRPC methods: protobuf in, engine calls, protobuf out. Nothing else lives here.
 
-Validation is request_validation's, status codes are errors', the engine thread is engine_loop's.
-A Generate stream owns its request: whatever ends the stream early (client cancellation, a passed
-deadline, an error) aborts the request in the engine, which frees its KV blocks at once.
+Validation is request_validation's, status codes are errors', and a request's life as a stream
+(backlog merging, deadline, aborting whatever ends early, drain counting) is AsyncEngine's. Request
+ids are scoped by the caller's peer: two peers may use the same id, and Abort reaches only the
+caller's own requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-import grpc
-
-from pagedserve.model.loader import LoadedModel
+from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
-from pagedserve.scheduler.request import RequestOutput
 from pagedserve.sampling_params import InvalidRequestError
+from pagedserve.scheduler.request import RequestOutput
 from pagedserve.service import request_validation as rv
-from pagedserve.engine.engine_loop import EngineLoop
-from pagedserve.service.errors import EngineFailure, ServiceError, status_of, unavailable
+from pagedserve.service.errors import status_of, unavailable
 from pagedserve.service.metrics import ServerMetrics
 
 _FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH,
@@ -33,8 +34,7 @@ _OFF_LOOP_CHARS = 8192  # tokenize longer texts in a worker thread so the loop k
 class Backend:
     """What the methods serve once the engine is warm."""
 
-    engine_loop: EngineLoop
-    model: LoadedModel
+    engine: AsyncEngine
     limits: rv.RequestLimits
     max_message_bytes: int
 
@@ -48,9 +48,10 @@ def _timings(output: RequestOutput) -> pb.Timings:
                       total_seconds=end - start)
 
 
-def generate_response(output: RequestOutput, request_id: str) -> pb.GenerateResponse:
+def generate_response(output: RequestOutput) -> pb.GenerateResponse:
     """The protobuf of one (possibly merged) step output; the final one carries usage and timings."""
-    response = pb.GenerateResponse(request_id=request_id, text=output.new_text, token_ids=output.new_token_ids)
+    response = pb.GenerateResponse(request_id=output.request_id, text=output.new_text,
+                                   token_ids=output.new_token_ids)
     for sampled in output.new_logprobs:
         response.logprobs.add(
             token=pb.TokenLogprob(token_id=sampled.token_id, logprob=sampled.logprob),
@@ -68,8 +69,10 @@ def generate_response(output: RequestOutput, request_id: str) -> pb.GenerateResp
     return response
 
 
-def _deadline_exceeded() -> ServiceError:
-    return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request finished")
+def _deadline_of(context) -> Optional[float]:
+    """The call's deadline as a time.monotonic() time (None: the client set none)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 class PagedServeServicer(pb_grpc.PagedServeServicer):
@@ -79,21 +82,11 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         self.metrics = metrics
         self.backend: Optional[Backend] = None
         self.draining = False
-        self.num_active_streams = 0
-        self._streams_done = asyncio.Event()
-        self._streams_done.set()
-
-    async def wait_for_streams(self, timeout: float) -> bool:
-        """Wait until no Generate stream is open (or `timeout` s pass); True if none is."""
-        try:
-            await asyncio.wait_for(self._streams_done.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-        return self.num_active_streams == 0
 
     def end_grace(self) -> None:
-        """Make a pending `wait_for_streams` return now (a second shutdown signal)."""
-        self._streams_done.set()
+        """Make a pending drain (`AsyncEngine.wait_for_streams`) return now (a second shutdown signal)."""
+        if self.backend is not None:
+            self.backend.engine.end_grace()
 
     def _ready(self, allow_draining: bool = False) -> Backend:
         if self.draining and not allow_draining:
@@ -113,64 +106,31 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         request_id = request.request_id or None
         try:
             backend = self._ready()
-            tokenizer, limits = backend.model.tokenizer, backend.limits
+            engine, limits = backend.engine, backend.limits
             if request.WhichOneof("input") == "text" and len(request.text) > _OFF_LOOP_CHARS:
-                checked = await asyncio.to_thread(rv.engine_request, request, tokenizer, limits)
+                checked = await asyncio.to_thread(rv.engine_request, request, engine.tokenizer, limits)
             else:
-                checked = rv.engine_request(request, tokenizer, limits)
-            request_id = checked.request_id or uuid.uuid4().hex
-            async for response in self._stream(backend, checked, request_id, context):
-                yield response
+                checked = rv.engine_request(request, engine.tokenizer, limits)
+            request_id = checked.request_id or uuid.uuid4().hex  # named here so errors can name it
+            checked = dataclasses.replace(checked, request_id=request_id)
+            outputs = engine.generate(checked, owner=context.peer(), deadline=_deadline_of(context))
+            async with contextlib.aclosing(outputs):  # closing aborts a request that did not finish
+                async for output in outputs:
+                    yield generate_response(output)
         except (Exception, asyncio.CancelledError) as exc:
             remaining = context.time_remaining()
             if isinstance(exc, asyncio.CancelledError) and remaining is not None and remaining <= 0:
                 # gRPC cancels the handler itself when the deadline passes: count it as what it is
-                self.metrics.count_error("Generate", grpc.StatusCode.DEADLINE_EXCEEDED.name)
+                self.metrics.count_error("Generate", "DEADLINE_EXCEEDED")
                 raise
             await self._fail(context, "Generate", exc, request_id)
             if isinstance(exc, asyncio.CancelledError):
                 raise
 
-    async def _stream(self, backend: Backend, checked: rv.EngineRequest, request_id: str, context):
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            raise _deadline_exceeded()  # never start a request nobody waits for any more
-        loop = backend.engine_loop
-        if not loop.is_running:
-            raise unavailable("the engine is stopped")
-        queue = loop.open_stream(request_id)
-        self.num_active_streams += 1
-        self._streams_done.clear()
-        added = finished = False
-        try:
-            loop.engine.add_request(checked.prompt_token_ids, checked.params, request_id, checked.priority)
-            added = True
-            while not finished:
-                try:
-                    item = await asyncio.wait_for(queue.get(), context.time_remaining())
-                except asyncio.TimeoutError:
-                    raise _deadline_exceeded() from None
-                while not isinstance(item, EngineFailure) and not item.finished and not queue.empty():
-                    later = queue.get_nowait()  # the client fell behind: send one merged response
-                    item = later if isinstance(later, EngineFailure) else item.merged_with(later)
-                if isinstance(item, EngineFailure):
-                    raise item
-                if item.finish_reason == "error":
-                    raise EngineFailure("the model runner raised during a step holding this request")
-                finished = item.finished
-                yield generate_response(item, request_id)
-        finally:
-            loop.close_stream(request_id)
-            if added and not finished:
-                loop.engine.abort_request(request_id)  # frees its blocks now
-            self.num_active_streams -= 1
-            if self.num_active_streams == 0:
-                self._streams_done.set()
-
     # ---- unary methods -----------------------------------------------------------------------
     async def Tokenize(self, request: pb.TokenizeRequest, context):
         try:
-            tokenizer = self._ready().model.tokenizer
+            tokenizer = self._ready().engine.tokenizer
             kind = request.WhichOneof("input")
             if kind is None:
                 raise InvalidRequestError("input", "input: give one of text or chat")
@@ -190,7 +150,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         try:
             backend = self._ready()
             ids = rv.check_token_ids(request.token_ids, backend.limits.vocab_size, "token_ids")
-            return pb.DetokenizeResponse(text=backend.model.tokenizer.decode(ids, request.skip_special_tokens))
+            return pb.DetokenizeResponse(text=backend.engine.tokenizer.decode(ids, request.skip_special_tokens))
         except Exception as exc:
             await self._fail(context, "Detokenize", exc)
 
@@ -205,14 +165,15 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             backend = self._ready(allow_draining=True)  # aborting helps a drain finish
             if not request.request_id:
                 raise InvalidRequestError("request_id", "request_id: give the id of the request to abort")
-            return pb.AbortResponse(aborted=backend.engine_loop.engine.abort_request(request.request_id))
+            return pb.AbortResponse(aborted=backend.engine.abort(request.request_id, owner=context.peer()))
         except Exception as exc:
             await self._fail(context, "Abort", exc)
 
 
 def model_info(backend: Backend) -> pb.ModelInfoResponse:
     """The served model, its KV cache and the request limits, as the API reports them."""
-    engine, cfg, limits = backend.engine_loop.engine, backend.model.config, backend.limits
+    engine, limits = backend.engine, backend.limits
+    cfg = engine.model_config
     spec = engine.config.kv_cache_spec
     return pb.ModelInfoResponse(
         model_name=cfg.name, architecture=cfg.architecture, context_length=cfg.context_length,

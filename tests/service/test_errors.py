@@ -8,6 +8,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from tests.service.conftest import rpc_error
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -90,6 +91,22 @@ def test_request_id_in_use_is_already_exists(served):
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "request id 'dup' is already in use" in error.details()
     first.cancel()
+
+
+def test_request_ids_belong_to_their_caller(served):
+    """Another connection (peer) may use the same id, and cannot abort this one's request."""
+    # channels of one process share connections unless told not to: this one gets its own
+    with grpc.insecure_channel(served.address, [("grpc.use_local_subchannel_pool", 1)]) as channel:
+        other = pb_grpc.PagedServeStub(channel)
+        mine = served.client.generate(gen(request_id="shared", stopping=T(max_tokens=60, ignore_eos=True)))
+        first = next(mine)
+        theirs = list(other.Generate(gen(request_id="shared", stopping=T(max_tokens=3, ignore_eos=True))))
+        assert theirs[-1].finish_reason == pb.FINISH_REASON_LENGTH and theirs[-1].request_id == "shared"
+        assert other.Abort(pb.AbortRequest(request_id="shared")).aborted is False
+        rest = list(mine)
+    assert rest[-1].finish_reason == pb.FINISH_REASON_LENGTH
+    assert len(first.token_ids) + sum(len(r.token_ids) for r in rest) == 60
+    assert {first.request_id} | {r.request_id for r in rest} == {"shared"}
 
 
 def test_runner_failure_is_internal_for_that_request_only(served, monkeypatch):

@@ -79,7 +79,7 @@ def test_graceful_shutdown_finishes_in_flight_stream_and_refuses_new_calls(start
     assert rest[-1].finish_reason == pb.FINISH_REASON_LENGTH
     assert len(first.token_ids) + sum(len(r.token_ids) for r in rest) == 16
     stopping.result(30)
-    assert not server.server.engine_loop.is_running
+    assert not server.server.async_engine.is_running
     assert rpc_error(server.client.model_info).code() == grpc.StatusCode.UNAVAILABLE
 
 

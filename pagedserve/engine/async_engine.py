@@ -1,0 +1,180 @@
+"""The engine as asyncio front ends see it: one object every protocol translates to and from.
+
+`generate` is the whole life of a request as a stream of RequestOutput: it registers the stream
+before adding the request (so no output is missed), merges a backlog into one output when the
+consumer fell behind, turns engine failures and a passed deadline into exceptions, and aborts the
+request in its `finally` when the stream ends early for any reason (which frees its KV blocks at
+once). It also counts open streams, so a server can drain them before stopping.
+
+Request ids belong to their callers: a front end passes an `owner` (the gRPC peer, an API key),
+the caller's id is unique per owner only, and the engine keys the request by an id of its own.
+So two callers may both use "order-1", and `abort` reaches only the owner's own requests.
+
+Every method is for the event loop's thread; the engine thread lives in EngineLoop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from typing import AsyncIterator, Callable, Optional
+
+from pagedserve.engine.engine_loop import EngineLoop, EngineObserver
+from pagedserve.engine.engine_request import EngineRequest
+from pagedserve.engine.errors import DeadlineExceeded, EngineFailure, EngineNotRunning, RequestIdInUse
+from pagedserve.model.config import ModelConfig
+from pagedserve.model.loader import LoadedModel
+from pagedserve.model.tokenizer import Tokenizer
+from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.scheduler.engine_config import EngineConfig
+from pagedserve.scheduler.engine_stats import EngineStats
+from pagedserve.scheduler.request import RequestOutput
+
+_STOP_TIMEOUT_S = 10.0  # how long `stop` waits for the step in flight
+
+
+class AsyncEngine:
+    """A (warm) LLMEngine stepped in its own thread, served to coroutines as output streams.
+
+    `model` is the model the engine runs; it answers the model accessors (None for engines over
+    fake runners in tests, which then have none). `observer` sees every step and output.
+    """
+
+    def __init__(self, engine: LLMEngine, model: Optional[LoadedModel] = None,
+                 observer: Optional[EngineObserver] = None):
+        self._engine = engine
+        self._model = model
+        self._observer = observer
+        self._engine_loop: Optional[EngineLoop] = None
+        self._streams: dict[tuple[str, str], str] = {}  # (owner, caller's id) -> the engine's id
+        self._streams_done = asyncio.Event()
+        self._streams_done.set()
+
+    # ---- life ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the engine thread; call once, on the event loop that will consume the streams."""
+        if self._engine_loop is not None:
+            raise RuntimeError("AsyncEngine.start called twice")
+        self._engine_loop = EngineLoop(self._engine, asyncio.get_running_loop(), self._observer)
+        self._engine_loop.start()
+
+    async def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+        """Stop stepping (after the step in flight, waiting at most `timeout` s). Open streams
+        receive nothing more: drain them first (`wait_for_streams`)."""
+        if self._engine_loop is not None:
+            await asyncio.to_thread(self._engine_loop.stop, timeout)
+
+    @property
+    def is_running(self) -> bool:
+        return self._engine_loop is not None and self._engine_loop.is_running
+
+    # ---- requests ------------------------------------------------------------------------------
+    async def generate(self, request: EngineRequest, *, owner: str = "",
+                       deadline: Optional[float] = None) -> AsyncIterator[RequestOutput]:
+        """The outputs of `request`, in order, the last one finished; each carries the caller's
+        request id (generated when the request has none).
+
+        `deadline` is an absolute `time.monotonic()` time. Raises, at the first iteration,
+        DeadlineExceeded (it has passed: the request never starts), EngineNotRunning,
+        RequestIdInUse (the owner has an open stream with that id), InvalidRequestError or
+        QueueFullError (the engine refused it); later DeadlineExceeded or EngineFailure.
+        Close the iterator when you stop early (`contextlib.aclosing`): closing aborts the request.
+        """
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded()
+        if not self.is_running:
+            raise EngineNotRunning()
+        client_id = request.request_id or uuid.uuid4().hex
+        key = (owner, client_id)
+        if key in self._streams:
+            raise RequestIdInUse(client_id)
+        engine_id = uuid.uuid4().hex
+        engine_loop = self._engine_loop
+        queue = engine_loop.open_stream(engine_id)
+        self._streams[key] = engine_id
+        self._streams_done.clear()
+        added = finished = False
+        try:
+            self._engine.add_request(request.prompt_token_ids, request.params, engine_id, request.priority)
+            added = True
+            while not finished:
+                output = await self._next_output(queue, deadline)
+                finished = output.finished
+                yield dataclasses.replace(output, request_id=client_id)
+        finally:
+            engine_loop.close_stream(engine_id)
+            del self._streams[key]
+            if added and not finished:
+                self._engine.abort_request(engine_id)  # frees its blocks now
+            if not self._streams:
+                self._streams_done.set()
+
+    @staticmethod
+    async def _next_output(queue: asyncio.Queue, deadline: Optional[float]) -> RequestOutput:
+        """The next output, merged with any that queued up behind it; raises what the engine sent."""
+        if deadline is None:
+            item = await queue.get()
+        else:
+            try:
+                item = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded() from None
+        while not isinstance(item, EngineFailure) and not item.finished and not queue.empty():
+            later = queue.get_nowait()  # the consumer fell behind: hand it one merged output
+            item = later if isinstance(later, EngineFailure) else item.merged_with(later)
+        if isinstance(item, EngineFailure):
+            raise item
+        if item.finish_reason == "error":
+            raise EngineFailure("the model runner raised during a step holding this request")
+        return item
+
+    def abort(self, request_id: str, owner: str = "") -> bool:
+        """Abort the owner's open request `request_id`: its blocks are free on return and its
+        stream ends with finish reason "abort". False when the owner has no such open request
+        (another owner's id included, whether it exists or not)."""
+        engine_id = self._streams.get((owner, request_id))
+        return engine_id is not None and self._engine.abort_request(engine_id)
+
+    # ---- draining ------------------------------------------------------------------------------
+    @property
+    def num_active_streams(self) -> int:
+        return len(self._streams)
+
+    async def wait_for_streams(self, timeout: float) -> bool:
+        """Wait until no stream is open (or `timeout` s pass, or `end_grace`); True if none is."""
+        try:
+            await asyncio.wait_for(self._streams_done.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return not self._streams
+
+    def end_grace(self) -> None:
+        """Make a pending `wait_for_streams` return now (a second shutdown signal)."""
+        self._streams_done.set()
+
+    # ---- what front ends may read --------------------------------------------------------------
+    @property
+    def config(self) -> EngineConfig:
+        return self._engine.config
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The engine's clock: the times in its outputs are on it."""
+        return self._engine.clock
+
+    def stats(self) -> EngineStats:
+        return self._engine.stats()
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._model.tokenizer
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self._model.config
+
+    @property
+    def model_path(self) -> str:
+        return self._model.path
