@@ -96,6 +96,7 @@ class Tokenizer:
         self._specials_all = [(tokens[i], i) for i in specials]
         self._specials_user = [(tokens[i], i) for i in specials if self._types[i] == USER_DEFINED]
         self._piece_cache: dict[int, bytes] = {}
+        self._control_text_index: Any = None  # built on the first encode_chat
 
     def _find_end_of_turn(self) -> int | None:
         """The end-of-turn control token of a file that does not name one (Gemma's converter
@@ -259,6 +260,40 @@ class Tokenizer:
             add_generation_prompt=add_generation_prompt,
             bos_token=self._tokens[self.bos_id] if self.bos_id is not None else "",
             eos_token=self._tokens[self.eos_id] if self.eos_id is not None else "",
+        )
+
+    def encode_chat(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        *,
+        allow_special_in_content: bool = False,
+        deadline: float | None = None,
+    ) -> list[int]:
+        """Token ids of the conversation `messages` rendered with the model's chat template
+        (whatever BOS the template writes is in it; none is added).
+
+        The messages are data: special-token text inside their strings (content, role) is
+        tokenized as plain text, and only the template's own markers become control tokens.
+        allow_special_in_content=True tokenizes the whole rendered text with special parsing,
+        as before, which lets a message forge turns: only for callers trusted with that.
+        Raises ValueError for malformed messages or a template that fails, and
+        TokenizeDeadlineExceeded once `deadline` (a time.monotonic() value) has passed.
+        """
+        from pagedserve.model.chat_encoding import ControlTextIndex, encode_chat
+
+        if self._control_text_index is None:
+            self._control_text_index = ControlTextIndex(
+                control_texts=[text for text, tid in self._specials_all if self.is_control(tid)],
+                special_texts=[text for text, _ in self._specials_all],
+            )
+        return encode_chat(
+            self,
+            self._control_text_index,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            allow_special_in_content=allow_special_in_content,
+            deadline=deadline,
         )
 
 
