@@ -56,6 +56,13 @@ def byte_decode(token_text: str) -> bytes:
     return bytes(out)
 
 
+# Words longer than this (in bytes) are not cached, and at most this many words are.
+_CACHE_WORD_CHARS = 64
+_CACHE_ENTRIES = 100_000
+# Merge steps between two looks at the deadline inside one word.
+_MERGE_DEADLINE_CHECK_EVERY = 4096
+
+
 class ByteLevelBPE:
     """Encodes plain text (no special tokens in it) into ids of a byte-level BPE vocabulary."""
 
@@ -124,11 +131,6 @@ class ByteLevelBPE:
         return tuple(ids)
 
 
-# Words longer than this (in bytes) are not cached, and at most this many words are.
-_CACHE_WORD_CHARS = 64
-_CACHE_ENTRIES = 100_000
-
-
 def merge_word(
     symbols: list[str], ranks: dict[tuple[str, str], int], deadline: float | None = None
 ) -> list[str]:
@@ -180,6 +182,3 @@ def merge_word(
             if rank is not None:
                 heappush(heap, (rank, before, left, len(symbols[before]) + len(merged)))
     return [s for s in symbols if s]
-
-
-_MERGE_DEADLINE_CHECK_EVERY = 4096

@@ -4,6 +4,11 @@
 special-token texts are cut out of the input first (llama.cpp's `tokenizer_st_partition`), then
 each stretch of ordinary text between them is tokenized on its own by the model's algorithm
 (byte-level BPE for `gpt2`, SentencePiece-style BPE for `llama`).
+
+Both algorithms are O(n log n) in the length of a word. `encode` and `encode_chat` take an
+optional deadline and stop with TokenizeDeadlineExceeded once it passes; `max_input_bytes`
+says how large an input can be and still be a prompt (see tokenize_limits). `encode_chat`
+treats message text as data: only the chat template's own markers become control tokens.
 """
 
 from __future__ import annotations
