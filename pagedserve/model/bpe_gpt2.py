@@ -9,9 +9,11 @@ tie, until no adjacent pair has a rank. That is the order llama.cpp's priority q
 
 from __future__ import annotations
 
+from heapq import heapify, heappop, heappush
 from typing import Sequence
 
 from pagedserve.model.pretokenizers import PreTokenizer
+from pagedserve.model.tokenize_limits import DEADLINE_CHECK_EVERY, check_deadline
 
 
 def _byte_alphabet() -> list[str]:
@@ -54,6 +56,13 @@ def byte_decode(token_text: str) -> bytes:
     return bytes(out)
 
 
+# Words longer than this (in bytes) are not cached, and at most this many words are.
+_CACHE_WORD_CHARS = 64
+_CACHE_ENTRIES = 100_000
+# Merge steps between two looks at the deadline inside one word.
+_MERGE_DEADLINE_CHECK_EVERY = 4096
+
+
 class ByteLevelBPE:
     """Encodes plain text (no special tokens in it) into ids of a byte-level BPE vocabulary."""
 
@@ -76,30 +85,37 @@ class ByteLevelBPE:
             self._ranks.setdefault((merge[:pos], merge[pos + 1 :]), rank)
         self._pre = pretokenizer
         self._ignore_merges = pretokenizer.ignore_merges
-        # word (in byte alphabet) -> ids; words repeat a lot in real text, so this pays off fast
+        # word (in byte alphabet) -> ids. Words repeat a lot in real text, so this pays off fast;
+        # long words (runs of punctuation, emoji) rarely repeat and are not kept, so the cache
+        # holds at most _CACHE_ENTRIES * _CACHE_WORD_CHARS characters.
         self._cache: dict[str, tuple[int, ...]] = {}
-        self._cache_limit = 200_000
 
-    def encode(self, text: str) -> list[int]:
-        """Ids for `text`, which is tokenized as ordinary text from start to end."""
+    def encode(self, text: str, deadline: float | None = None) -> list[int]:
+        """Ids for `text`, which is tokenized as ordinary text from start to end.
+
+        deadline: a time.monotonic() value; past it, TokenizeDeadlineExceeded is raised (checked
+        between words and while merging a long word)."""
         out: list[int] = []
         cache = self._cache
-        for word in self._pre.split(text):
+        for num_words, word in enumerate(self._pre.split(text)):
+            if deadline is not None and num_words % DEADLINE_CHECK_EVERY == 0:
+                check_deadline(deadline)
             enc = byte_encode(word)
             ids = cache.get(enc)
             if ids is None:
-                ids = self._encode_word(enc)
-                if len(cache) >= self._cache_limit:
-                    cache.clear()
-                cache[enc] = ids
+                ids = self._encode_word(enc, deadline)
+                if len(enc) <= _CACHE_WORD_CHARS:
+                    if len(cache) >= _CACHE_ENTRIES:
+                        cache.clear()
+                    cache[enc] = ids
             out.extend(ids)
         return out
 
-    def _encode_word(self, word: str) -> tuple[int, ...]:
+    def _encode_word(self, word: str, deadline: float | None = None) -> tuple[int, ...]:
         vocab = self._token_to_id
         if self._ignore_merges and word in vocab:
             return (vocab[word],)
-        symbols = self._merge(list(word))
+        symbols = merge_word(list(word), self._ranks, deadline)
         ids: list[int] = []
         for sym in symbols:
             tid = vocab.get(sym)
@@ -114,29 +130,55 @@ class ByteLevelBPE:
                     ids.append(tid)
         return tuple(ids)
 
-    def _merge(self, symbols: list[str]) -> list[str]:
-        """Apply merges to `symbols` until none applies; returns the final symbols."""
-        ranks = self._ranks
-        if len(symbols) < 2:
-            return symbols
-        # rank of the pair (symbols[i], symbols[i+1]), None where there is no merge
-        pair_ranks = [ranks.get((symbols[i], symbols[i + 1])) for i in range(len(symbols) - 1)]
-        while True:
-            best = None
-            best_i = -1
-            for i, r in enumerate(pair_ranks):
-                if r is not None and (best is None or r < best):
-                    best = r
-                    best_i = i
-            if best is None:
-                return symbols
-            i = best_i
-            symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
-            # only the pairs touching the merged symbol change
-            del pair_ranks[i]
-            if i > 0:
-                pair_ranks[i - 1] = ranks.get((symbols[i - 1], symbols[i]))
-            if i < len(symbols) - 1:
-                pair_ranks[i] = ranks.get((symbols[i], symbols[i + 1]))
-            if len(symbols) < 2:
-                return symbols
+
+def merge_word(
+    symbols: list[str], ranks: dict[tuple[str, str], int], deadline: float | None = None
+) -> list[str]:
+    """`symbols` after applying merges until none applies: always the adjacent pair with the
+    lowest rank, the leftmost one on a tie. O(n log n) in the number of symbols.
+
+    The symbols form a doubly linked list; a heap holds (rank, left, right, size) for every
+    adjacent pair that has a rank. Merging never moves a symbol, so the original index of the
+    left symbol orders pairs by position, and an entry is stale once one of its symbols died or
+    grew (its size no longer matches), which is checked when it is popped (as llama.cpp does).
+    """
+    n = len(symbols)
+    if n < 2:
+        return symbols
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    prev = list(range(-1, n - 1))
+    heap: list[tuple[int, int, int, int]] = []
+    for i in range(n - 1):
+        rank = ranks.get((symbols[i], symbols[i + 1]))
+        if rank is not None:
+            heap.append((rank, i, i + 1, len(symbols[i]) + len(symbols[i + 1])))
+    heapify(heap)
+    num_popped = 0
+    while heap:
+        _, left, right, size = heappop(heap)
+        num_popped += 1
+        if deadline is not None and num_popped % _MERGE_DEADLINE_CHECK_EVERY == 0:
+            check_deadline(deadline)
+        left_sym = symbols[left]
+        right_sym = symbols[right]
+        if not left_sym or not right_sym or nxt[left] != right:
+            continue
+        if len(left_sym) + len(right_sym) != size:
+            continue
+        merged = left_sym + right_sym
+        symbols[left] = merged
+        symbols[right] = ""  # dead
+        after = nxt[right]
+        nxt[left] = after
+        if after >= 0:
+            prev[after] = left
+            rank = ranks.get((merged, symbols[after]))
+            if rank is not None:
+                heappush(heap, (rank, left, after, len(merged) + len(symbols[after])))
+        before = prev[left]
+        if before >= 0:
+            rank = ranks.get((symbols[before], merged))
+            if rank is not None:
+                heappush(heap, (rank, before, left, len(symbols[before]) + len(merged)))
+    return [s for s in symbols if s]

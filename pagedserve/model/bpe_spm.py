@@ -13,7 +13,10 @@ from __future__ import annotations
 import heapq
 from typing import Sequence
 
+from pagedserve.model.tokenize_limits import check_deadline
+
 SPACE = "\u2581"
+_DEADLINE_CHECK_EVERY = 4096
 
 
 class SentencePieceBPE:
@@ -32,9 +35,12 @@ class SentencePieceBPE:
                 tid = self._token_to_id.get(chr(b)) if b < 128 else None
             self._byte_ids.append(tid)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, deadline: float | None = None) -> list[int]:
         """Ids for `text` exactly as given: the caller has already added any space prefix.
-        Spaces are escaped to U+2581 here."""
+        Spaces are escaped to U+2581 here. O(n log n) in the length of `text`.
+
+        deadline: a time.monotonic() value; past it, TokenizeDeadlineExceeded is raised (checked
+        every _DEADLINE_CHECK_EVERY merge steps: SPM has no words to check between)."""
         text = text.replace(" ", SPACE)
         if not text:
             return []
@@ -64,10 +70,16 @@ class SentencePieceBPE:
             rev_merge[piece] = (left, right)
 
         for i in range(1, n):
+            if deadline is not None and i % _DEADLINE_CHECK_EVERY == 0:
+                check_deadline(deadline)
             try_add(i - 1, i)
 
+        num_popped = 0
         while heap:
             _, left, right, size = heapq.heappop(heap)
+            num_popped += 1
+            if deadline is not None and num_popped % _DEADLINE_CHECK_EVERY == 0:
+                check_deadline(deadline)
             # skip bigrams whose symbols changed since they were queued
             if end[left] == start[left] or end[right] == start[right]:
                 continue

@@ -4,6 +4,11 @@
 special-token texts are cut out of the input first (llama.cpp's `tokenizer_st_partition`), then
 each stretch of ordinary text between them is tokenized on its own by the model's algorithm
 (byte-level BPE for `gpt2`, SentencePiece-style BPE for `llama`).
+
+Both algorithms are O(n log n) in the length of a word. `encode` and `encode_chat` take an
+optional deadline and stop with TokenizeDeadlineExceeded once it passes; `max_input_bytes`
+says how large an input can be and still be a prompt (see tokenize_limits). `encode_chat`
+treats message text as data: only the chat template's own markers become control tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +19,12 @@ from pagedserve.model.bpe_gpt2 import ByteLevelBPE, byte_decode
 from pagedserve.model.bpe_spm import SPACE, SentencePieceBPE
 from pagedserve.model.gguf_file import ModelLoadError
 from pagedserve.model.pretokenizers import PreTokenizer, supported_pre_types
+from pagedserve.model.tokenize_limits import (  # noqa: F401  (re-exported for callers)
+    DEADLINE_CHECK_EVERY,
+    TokenizeDeadlineExceeded,
+    check_deadline,
+    max_input_bytes,
+)
 
 # GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -90,6 +101,7 @@ class Tokenizer:
         self._specials_all = [(tokens[i], i) for i in specials]
         self._specials_user = [(tokens[i], i) for i in specials if self._types[i] == USER_DEFINED]
         self._piece_cache: dict[int, bytes] = {}
+        self._control_text_index: Any = None  # built on the first encode_chat
 
     def _find_end_of_turn(self) -> int | None:
         """The end-of-turn control token of a file that does not name one (Gemma's converter
@@ -106,19 +118,35 @@ class Tokenizer:
 
     # ---- encoding -------------------------------------------------------------------------
 
-    def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    def encode(
+        self,
+        text: str,
+        add_special: bool = True,
+        parse_special: bool = True,
+        *,
+        deadline: float | None = None,
+    ) -> list[int]:
         """Token ids for `text`.
 
         add_special: put BOS first if the model's metadata asks for it (add_bos_token), and EOS
         last if it asks for that (add_eos_token). parse_special: texts of control tokens written
         in `text` become those tokens; when False they are ordinary text (user-defined tokens are
-        still recognized, as llama.cpp does).
+        still recognized, as llama.cpp does). deadline: a time.monotonic() value; once it has
+        passed, TokenizeDeadlineExceeded is raised (checked between words, see tokenize_limits).
         """
+        check_deadline(deadline)
+        return self.encode_pieces(self.partition(text, parse_special, deadline), add_special, deadline)
+
+    def encode_pieces(
+        self, pieces: Sequence[str | int], add_special: bool = True, deadline: float | None = None
+    ) -> list[int]:
+        """Token ids for `pieces` as `partition` returns them: ids are kept, each string is
+        tokenized as ordinary text on its own. add_special and deadline as in `encode`."""
         out: list[int] = []
         if add_special and self.add_bos:
             out.append(self.bos_id)  # type: ignore[arg-type]
         prev_special = True  # SPM: a space prefix goes before text that starts the input
-        for piece in self._partition(text, parse_special):
+        for piece in pieces:
             if isinstance(piece, int):
                 out.append(piece)
                 prev_special = True
@@ -127,20 +155,25 @@ class Tokenizer:
                 if self.add_space_prefix and prev_special:
                     piece = " " + piece
                 prev_special = False
-            out.extend(self._impl.encode(piece))
+            out.extend(self._impl.encode(piece, deadline))
         if add_special and self.add_eos:
             out.append(self.eos_id)  # type: ignore[arg-type]
         return out
 
-    def _partition(self, text: str, parse_special: bool) -> list[str | int]:
+    def partition(
+        self, text: str, parse_special: bool = True, deadline: float | None = None
+    ) -> list[str | int]:
         """`text` cut into ordinary-text strings and special-token ids, in order.
 
         Like llama.cpp, each special token (longest text first) is cut out of all the text
-        that remains, so a longer token wins over a shorter one that overlaps it.
+        that remains, so a longer token wins over a shorter one that overlaps it. Without
+        parse_special only user-defined tokens are cut out.
         """
         pieces: list[str | int] = [text] if text else []
         specials = self._specials_all if parse_special else self._specials_user
-        for tok_text, tid in specials:
+        for num_checked, (tok_text, tid) in enumerate(specials):
+            if deadline is not None and num_checked % DEADLINE_CHECK_EVERY == 0:
+                check_deadline(deadline)  # Gemma has 6,400 specials to look for
             if tok_text not in text:
                 continue  # cheap test against the whole input first
             new: list[str | int] = []
@@ -232,6 +265,40 @@ class Tokenizer:
             add_generation_prompt=add_generation_prompt,
             bos_token=self._tokens[self.bos_id] if self.bos_id is not None else "",
             eos_token=self._tokens[self.eos_id] if self.eos_id is not None else "",
+        )
+
+    def encode_chat(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        *,
+        allow_special_in_content: bool = False,
+        deadline: float | None = None,
+    ) -> list[int]:
+        """Token ids of the conversation `messages` rendered with the model's chat template
+        (whatever BOS the template writes is in it; none is added).
+
+        The messages are data: special-token text inside their strings (content, role) is
+        tokenized as plain text, and only the template's own markers become control tokens.
+        allow_special_in_content=True tokenizes the whole rendered text with special parsing,
+        as before, which lets a message forge turns: only for callers trusted with that.
+        Raises ValueError for malformed messages or a template that fails, and
+        TokenizeDeadlineExceeded once `deadline` (a time.monotonic() value) has passed.
+        """
+        from pagedserve.model.chat_encoding import ControlTextIndex, encode_chat
+
+        if self._control_text_index is None:
+            self._control_text_index = ControlTextIndex(
+                control_texts=[text for text, tid in self._specials_all if self.is_control(tid)],
+                special_texts=[text for text, _ in self._specials_all],
+            )
+        return encode_chat(
+            self,
+            self._control_text_index,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            allow_special_in_content=allow_special_in_content,
+            deadline=deadline,
         )
 
 
