@@ -54,10 +54,12 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, only: Ite
             raise TypeError(f"{cls.__name__}.{f.name} has no default, so it cannot be an optional flag")
         meta = f.metadata
         kind = _value_type(hints[f.name])
-        help_text = meta.get("help", "")
-        if f.default is not None:
-            help_text = f"{help_text} (default: %(default)s)".lstrip()
-        help_text = help_text.replace("%", "%%").replace("%%(default)s", "%(default)s")
+        help_text = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
+        if isinstance(f.default, tuple):  # shown as it is typed: 1,4,8
+            help_text += f" (default: {','.join(map(str, f.default)) or repr('')})"
+        elif f.default is not None:
+            help_text += " (default: %(default)s)"
+        help_text = help_text.strip()
         if kind is bool:
             group.add_argument(flag_of(f), dest=f.name, default=f.default, help=help_text,
                                action=argparse.BooleanOptionalAction)
