@@ -17,13 +17,14 @@ from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 
 MAX_MESSAGE_BYTES = 16 << 20
+DEFAULT_ADDRESS = "127.0.0.1:50051"  # where `pagedserve serve` listens by default
 
 
 class PagedServeClient:
     """One channel to a server. `tls_ca`: PEM path of the CA that signed the server's certificate
     (or True for the system roots); None for plaintext."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", tls_ca: Optional[str | bool] = None,
+    def __init__(self, address: str = DEFAULT_ADDRESS, tls_ca: Optional[str | bool] = None,
                  tls_server_name: Optional[str] = None):
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from pagedserve.cache.cache_sizing import num_blocks_for_memory
-from pagedserve.cache.kv_cache_spec import KVCacheSpec, bytes_per_block_of
+from pagedserve.cache.kv_cache_spec import KV_DTYPE_BYTES, KVCacheSpec, bytes_per_block_of
 from pagedserve.sampling_params import SamplingParams
 
 
@@ -33,18 +32,6 @@ def random_prompts(rng: np.random.Generator, n: int, length: int, vocab: int) ->
 
 def greedy(new_tokens: int) -> SamplingParams:
     return SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
-
-
-@contextmanager
-def prefix_caching(engine, enabled: bool) -> Iterator[None]:
-    """Turn the engine's prefix cache on/off for a while (off: every prompt is computed)."""
-    kv = engine.scheduler.kv
-    saved = kv.enable_prefix_caching
-    kv.enable_prefix_caching = enabled
-    try:
-        yield
-    finally:
-        kv.enable_prefix_caching = saved
 
 
 @dataclass
@@ -151,17 +138,27 @@ def drive(engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> W
 
 
 # ---- the workloads ----
+def _require_no_prefix_caching(engine) -> None:
+    if engine.config.enable_prefix_caching:
+        raise ValueError("throughput sweeps need an engine built with enable_prefix_caching=False "
+                         "(a cached prompt would not be computed)")
+
+
 def measure_prefill(engine, prompt: list[int]) -> float:
-    """Prompt tokens per second of one prompt computed from scratch (one token sampled)."""
-    with prefix_caching(engine, False):
-        result = drive(engine, [prompt], greedy(1))
+    """Prompt tokens per second of one prompt computed from scratch (one token sampled).
+
+    The engine must be built without prefix caching, so that every prompt token is computed."""
+    _require_no_prefix_caching(engine)
+    result = drive(engine, [prompt], greedy(1))
     return result.prompt_tokens / result.elapsed_s
 
 
 def measure_decode(engine, prompts: list[list[int]], new_tokens: int) -> WorkloadResult:
-    """Batched decode: `.decode_tok_s` counts tokens generated once every sequence is running."""
-    with prefix_caching(engine, False):
-        return drive(engine, prompts, greedy(new_tokens))
+    """Batched decode: `.decode_tok_s` counts tokens generated once every sequence is running.
+
+    The engine must be built without prefix caching, so that every prompt token is computed."""
+    _require_no_prefix_caching(engine)
+    return drive(engine, prompts, greedy(new_tokens))
 
 
 def concurrency_workload(engine, rng, n: int, prompt_tokens: int, new_tokens: int, vocab: int) -> WorkloadResult:
@@ -191,7 +188,7 @@ def blocks_per_sequence(spec: KVCacheSpec, seq_len: int) -> tuple[int, ...]:
 
 
 def capacity_table(spec: KVCacheSpec, memory_bytes: int, seq_len: int,
-                   dtypes: Sequence[str] = ("f32", "f16", "int8")) -> dict[str, dict]:
+                   dtypes: Sequence[str] = tuple(KV_DTYPE_BYTES)) -> dict[str, dict]:
     """Per KV dtype: bytes per token, blocks per group in `memory_bytes`, sequences of `seq_len` that fit.
 
     max_concurrent_sequences = usable blocks (null block excluded) // blocks per sequence, the

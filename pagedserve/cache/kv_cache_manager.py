@@ -43,7 +43,7 @@ class _RequestBlocks:
 
 
 class KVCacheManager:
-    def __init__(self, spec: KVCacheSpec, enable_prefix_caching: bool = True):
+    def __init__(self, spec: KVCacheSpec, enable_prefix_caching: bool):
         self.spec = spec
         self.block_size = spec.block_size
         self.enable_prefix_caching = enable_prefix_caching

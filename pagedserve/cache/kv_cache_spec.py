@@ -65,7 +65,7 @@ class KVCacheSpec:
     groups: tuple[KVCacheGroupSpec, ...]
     num_kv_heads: int
     head_dim: int
-    kv_dtype: str = "f32"
+    kv_dtype: str  # no default here: EngineArgs.kv_dtype is the one (engine/engine_args.py)
 
     def __post_init__(self):
         object.__setattr__(self, "groups", tuple(self.groups))
@@ -92,7 +92,7 @@ class KVCacheSpec:
         num_blocks: int,
         num_kv_heads: int,
         head_dim: int,
-        kv_dtype: str = "f32",
+        kv_dtype: str,
     ) -> "KVCacheSpec":
         """Group layers by window (`layer_windows[i]` is layer i's window, 0 = full).
 

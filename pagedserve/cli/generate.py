@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.sampling_params import SamplingParams
 
 
-def add_generate_parser(sub, add_engine_arguments) -> None:
+def add_generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate continuations of one or more prompts (one batch)")
-    add_engine_arguments(p)
+    EngineArgs.add_cli_args(p)
     p.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
     p.add_argument("--prompt-ids", action="append", default=[],
                    help="prompt as a JSON list of token ids, used exactly as given (repeatable)")
@@ -53,9 +54,9 @@ def _prompt_ids(ns: argparse.Namespace, tokenizer) -> list[list[int]]:
 
 
 def cmd_generate(ns: argparse.Namespace) -> int:
-    from pagedserve.engine.engine_factory import build_engine, engine_args_from
+    from pagedserve.engine.engine_factory import build_engine
 
-    engine, model = build_engine(engine_args_from(ns))
+    engine, model = build_engine(EngineArgs.from_cli_args(ns))
     prompts = _prompt_ids(ns, model.tokenizer)
     for ids in prompts:
         bad = [i for i in ids if not 0 <= i < model.config.vocab_size]

@@ -1,4 +1,8 @@
-"""`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, serve, client, loadtest."""
+"""`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, serve, client, loadtest.
+
+Each subcommand lives in its own module and adds its own parser; engine and server flags are
+generated from `EngineArgs` and `ServerOptions`, so no default is written here.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,7 @@ import json
 import logging
 import sys
 
-
-
-def _read_text_arg(ns: argparse.Namespace) -> str:
-    if getattr(ns, "file", None):
-        with open(ns.file, "rb") as f:
-            return f.read().decode("utf-8")
-    if ns.text is None:
-        raise SystemExit("give --text or --file")
-    return ns.text
+from pagedserve.cli.text_arg import read_text_arg
 
 
 def cmd_fetch_model(ns: argparse.Namespace) -> int:
@@ -31,36 +27,20 @@ def cmd_tokenize(ns: argparse.Namespace) -> int:
     from pagedserve.model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(read_metadata(resolve_model_path(ns.model)))
-    print(json.dumps(tokenizer.encode(_read_text_arg(ns))))
+    print(json.dumps(tokenizer.encode(read_text_arg(ns))))
     return 0
 
 
-def cmd_perplexity(ns: argparse.Namespace) -> int:
-    from pagedserve.worker.perplexity import perplexity
-    from pagedserve.engine.engine_factory import build_engine, engine_args_from
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (loadtest's own parser excepted: pagedserve/loadtest/cli.py)."""
+    from pagedserve.bench.cli import add_bench_parser
+    from pagedserve.cli.client import add_client_parser
+    from pagedserve.cli.generate import add_generate_parser
+    from pagedserve.cli.perplexity import add_perplexity_parser
+    from pagedserve.cli.serve import add_serve_parser
+    from pagedserve.engine.engine_args import EngineArgs
 
-    ns.num_kv_blocks = ns.num_kv_blocks or (-(-ns.ctx // ns.block_size) + 2)
-    engine, model = build_engine(engine_args_from(ns), warm_up=False)
-    tokenizer = model.tokenizer
-    ids = tokenizer.encode(_read_text_arg(ns))
-    bos = tokenizer.bos_id if tokenizer.add_bos else None
-    result = perplexity(engine.runner.transformer, ids, ns.ctx, ns.block_size, bos)
-    if ns.json:
-        print(json.dumps({"ppl": result.ppl, "num_scored": result.num_scored, "nll": result.nll}))
-    else:
-        print(f"perplexity {result.ppl:.4f} over {result.num_scored} scored tokens (ctx {ns.ctx})")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["loadtest"]:  # its own parser (loadtest/cli.py) takes every argument after it
-        from pagedserve.loadtest.cli import main as loadtest_main
-
-        return loadtest_main(argv[1:])
-    from pagedserve.engine.engine_factory import add_engine_arguments
-
-    parser = argparse.ArgumentParser(prog="pagedserve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pagedserve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -69,36 +49,32 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_fetch_model)
 
     p = sub.add_parser("tokenize", help="print the token ids of a text as JSON")
-    p.add_argument("--model", default=None)
+    EngineArgs.add_cli_args(p, only=("model",))
     p.add_argument("--text")
     p.add_argument("--file")
     p.set_defaults(func=cmd_tokenize)
 
-    from pagedserve.cli.generate import add_generate_parser
-    from pagedserve.bench.bench import add_bench_parser
-
-    add_generate_parser(sub, add_engine_arguments)
-    add_bench_parser(sub, add_engine_arguments)
-
-    p = sub.add_parser("perplexity", help="perplexity of a text file in windows of --ctx tokens")
-    add_engine_arguments(p)
-    p.add_argument("--file", required=True)
-    p.add_argument("--text", default=None)
-    p.add_argument("--ctx", type=int, default=512)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_perplexity)
-
-    from pagedserve.cli.serve import add_serve_parsers
-
-    add_serve_parsers(sub, add_engine_arguments)
+    add_generate_parser(sub)
+    add_bench_parser(sub)
+    add_perplexity_parser(sub)
+    add_serve_parser(sub)
+    add_client_parser(sub)
     sub.add_parser("loadtest", add_help=False, help="load-test a server (pagedserve loadtest --help)")
+    return parser
 
-    ns = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loadtest"]:  # its own parser (loadtest/cli.py) takes every argument after it
+        from pagedserve.loadtest.cli import main as loadtest_main
+
+        return loadtest_main(argv[1:])
+    ns = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return ns.func(ns)
-    except ValueError as e:  # ModelLoadError included: bad input, never a traceback
+    except ValueError as e:  # bad options or input (ModelLoadError included): never a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

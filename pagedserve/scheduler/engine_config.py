@@ -6,11 +6,9 @@ Kept apart from engine.py so the scheduler can use it without importing the engi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from pagedserve.cache.kv_cache_spec import KVCacheSpec
-
-SCHEDULING_POLICIES = ("fcfs", "priority")
+from pagedserve.scheduler.request_queue import SCHEDULING_POLICIES
 
 
 @dataclass(frozen=True)
@@ -19,17 +17,20 @@ class EngineConfig:
     `max_num_seqs`: running requests; `max_waiting`: queued requests before add_request refuses;
     `long_prefill_token_threshold`: cap on one request's chunk per step (0 = only the budget);
     `stop_ids`: the model's EOS ids; `scheduling_policy`: "fcfs" or "priority" (lower first).
+
+    No field has a default: the values come from `EngineArgs` (engine/engine_args.py), the one
+    place the engine's defaults live.
     """
 
     kv_cache_spec: KVCacheSpec
     max_model_len: int
-    max_num_batched_tokens: int = 512
-    max_num_seqs: int = 64
-    max_waiting: int = 1024
-    long_prefill_token_threshold: int = 0
-    enable_prefix_caching: bool = True
-    stop_ids: frozenset[int] = frozenset()
-    scheduling_policy: str = "fcfs"
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    max_waiting: int
+    long_prefill_token_threshold: int
+    enable_prefix_caching: bool
+    scheduling_policy: str
+    stop_ids: frozenset[int]
 
     def __post_init__(self):
         object.__setattr__(self, "stop_ids", frozenset(int(i) for i in self.stop_ids))
@@ -50,27 +51,3 @@ class EngineConfig:
     @property
     def num_blocks(self) -> int:
         return self.kv_cache_spec.num_blocks
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        block_size: int = 16,
-        num_blocks: int,
-        max_model_len: int,
-        layer_windows: Sequence[int] = (0,),
-        num_kv_heads: int = 1,
-        head_dim: int = 1,
-        kv_dtype: str = "f32",
-        **kwargs,
-    ) -> "EngineConfig":
-        """A config from plain numbers (layer_windows[i] = layer i's window, 0 = full)."""
-        spec = KVCacheSpec.from_layer_windows(
-            layer_windows,
-            block_size=block_size,
-            num_blocks=num_blocks,
-            num_kv_heads=num_kv_heads,
-            head_dim=head_dim,
-            kv_dtype=kv_dtype,
-        )
-        return cls(kv_cache_spec=spec, max_model_len=max_model_len, **kwargs)

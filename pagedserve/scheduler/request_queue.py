@@ -7,11 +7,13 @@ from typing import Iterator
 
 from pagedserve.scheduler.request import Request
 
+SCHEDULING_POLICIES = ("fcfs", "priority")  # the orders a WaitingQueue keeps
+
 
 class WaitingQueue:
     def __init__(self, policy: str):
-        if policy not in ("fcfs", "priority"):
-            raise ValueError(f"unknown scheduling policy {policy!r}")
+        if policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"scheduling policy must be one of {SCHEDULING_POLICIES}, got {policy!r}")
         self.policy = policy
         self._requests: list[Request] = []
 

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import grpc
@@ -27,36 +26,13 @@ from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine import LLMEngine
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service.request_validation import RequestLimits
+from pagedserve.service.server_options import ServerOptions
 from pagedserve.service.servicer import Backend, PagedServeServicer
 
 log = logging.getLogger("pagedserve.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PagedServe"].full_name  # "pagedserve.v1.PagedServe"
 MIB = 1 << 20
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """How the server listens. `port` 0 picks a free port; `metrics_port` None turns the metrics
-    endpoint off and 0 picks a free port. TLS is on when both cert and key (PEM paths) are given."""
-
-    host: str = "127.0.0.1"
-    port: int = 50051
-    tls_cert: Optional[str] = None
-    tls_key: Optional[str] = None
-    metrics_host: str = "127.0.0.1"
-    metrics_port: Optional[int] = 8000
-    grace_seconds: float = 30.0
-    max_tokens_limit: int = 4096
-    max_message_bytes: int = 16 * MIB
-
-    def __post_init__(self):
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("TLS needs both --tls-cert and --tls-key")
-        if self.grace_seconds < 0:
-            raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
-        if self.max_tokens_limit < 1:
-            raise ValueError(f"max_tokens_limit must be >= 1, got {self.max_tokens_limit}")
 
 
 class PagedServeServer:

@@ -53,7 +53,7 @@ def build_metadata(scheduler_output: SchedulerOutput, block_size: int, num_group
 class ModelRunnerImpl:
     """Implements `scheduler.step_io.ModelRunner` for a loaded GGUF model."""
 
-    def __init__(self, model: LoadedModel, kv_spec: KVCacheSpec, seed: int = 0):
+    def __init__(self, model: LoadedModel, kv_spec: KVCacheSpec, seed: int):
         self.model = model
         self.kv_spec = kv_spec
         self.kv_store = KVStore(kv_spec)

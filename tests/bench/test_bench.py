@@ -1,6 +1,6 @@
 """`pagedserve bench` workloads and options, in process over the session's model (tiny sizes).
 
-The subprocess JSON contract is in tests/test_cli.py; these check what the figures mean.
+The subprocess JSON contract is in tests/cli/test_cli.py; these check what the figures mean.
 """
 
 import json
@@ -21,7 +21,7 @@ VOCAB = 49152
 
 def smollm2_spec(sliding_window: int = 0, num_blocks: int = 2) -> KVCacheSpec:
     return KVCacheSpec.from_layer_windows([sliding_window] * 30, block_size=16, num_blocks=num_blocks,
-                                          num_kv_heads=3, head_dim=64)
+                                          num_kv_heads=3, head_dim=64, kv_dtype="f32")
 
 
 def test_capacity_int8_fits_more_than_1_8x_f16_sequences_in_the_same_memory():
@@ -39,7 +39,7 @@ def test_capacity_with_a_window_counts_only_the_window_blocks():
     assert blocks_per_sequence(spec, 10_000) == (17,)
     assert blocks_per_sequence(spec, 100) == (7,)
     gemma_like = KVCacheSpec.from_layer_windows([0, 512, 512], block_size=16, num_blocks=2, num_kv_heads=1,
-                                                head_dim=256)
+                                                head_dim=256, kv_dtype="f32")
     assert blocks_per_sequence(gemma_like, 4096) == (256, 33)
 
 
@@ -125,15 +125,16 @@ def test_shared_prefix_flag_decides_prefix_caching(smollm2_model, monkeypatch, c
 def test_llamacpp_ratios_pair_each_round():
     """Each ratio is the median of per-round ratios (ours / llama.cpp's run right after), not the
     ratio of the medians: on a machine whose speed drifts, pairs taken close together compare."""
-    from pagedserve.bench.bench import _comparison_table, _llamacpp_summary
+    from pagedserve.bench.bench import llamacpp_summary
+    from pagedserve.bench.report import comparison_table
     from pagedserve.bench.llamacpp_compare import LlamaCppFigures
 
     rounds = [{"prefill": p, "decode": {"1": d}} for p, d in ((100.0, 10.0), (150.0, 40.0), (300.0, 30.0))]
     theirs = [LlamaCppFigures(p, {"1": d}, "abc") for p, d in ((50.0, 5.0), (300.0, 20.0), (100.0, 60.0))]
-    summary = _llamacpp_summary(rounds, theirs, threads=2)
+    summary = llamacpp_summary(rounds, theirs, threads=2)
     assert summary["prefill_tok_s"] == 100.0 and summary["decode_tok_s"] == {"1": 20.0}
     assert summary["ratio_prefill"] == 2.0  # ratios 2, 0.5, 3 (the medians' ratio would be 1.5)
     assert summary["ratio_decode"] == {"1": 2.0}  # ratios 2, 2, 0.5
-    table = _comparison_table({"prefill_tok_s": 150.0, "decode_tok_s": {"1": 30.0}, "repeats": 3,
+    table = comparison_table({"prefill_tok_s": 150.0, "decode_tok_s": {"1": 30.0}, "repeats": 3,
                                "llamacpp": summary})
     assert "prefill" in table and "2.00x" in table and "median of the per-round ratios" in table

@@ -17,7 +17,7 @@ class FakeRequest:
 
 def create_manager(num_blocks=10, block_size=4, layer_windows=(0,), prefix=True):
     spec = KVCacheSpec.from_layer_windows(
-        layer_windows, block_size=block_size, num_blocks=num_blocks, num_kv_heads=1, head_dim=4
+        layer_windows, block_size=block_size, num_blocks=num_blocks, num_kv_heads=1, head_dim=4, kv_dtype="f32"
     )
     return KVCacheManager(spec, enable_prefix_caching=prefix)
 

@@ -65,7 +65,8 @@ def test_int8_bytes_include_scales():
     ],
 )
 def test_invalid_spec_raises(kwargs):
-    args = dict(block_size=16, num_blocks=8, groups=(KVCacheGroupSpec((0,)),), num_kv_heads=1, head_dim=4)
+    args = dict(block_size=16, num_blocks=8, groups=(KVCacheGroupSpec((0,)),), num_kv_heads=1, head_dim=4,
+                kv_dtype="f32")
     args.update(kwargs)
     with pytest.raises(ValueError):
         KVCacheSpec(**args)

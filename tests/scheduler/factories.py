@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.scheduler.engine import EngineConfig, LLMEngine
 from pagedserve.scheduler.request import Request
 from pagedserve.sampling_params import SamplingParams
@@ -21,17 +22,17 @@ def create_config(
     max_num_batched_tokens=16,
     max_num_seqs=8,
     layer_windows=(0,),
-    **kwargs,
+    num_kv_heads=1,
+    head_dim=1,
+    stop_ids=(),
+    **engine_args,
 ) -> EngineConfig:
-    return EngineConfig.create(
-        block_size=block_size,
-        num_blocks=num_blocks,
-        max_model_len=max_model_len,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_num_seqs=max_num_seqs,
-        layer_windows=layer_windows,
-        **kwargs,
-    )
+    """A small config (layer_windows[i] = layer i's window, 0 = full); every option not given here
+    or in `engine_args` takes its EngineArgs default, as the server's does."""
+    args = EngineArgs(block_size=block_size, num_kv_blocks=num_blocks, max_num_batched_tokens=max_num_batched_tokens,
+                      max_num_seqs=max_num_seqs, **engine_args)
+    spec = args.create_kv_cache_spec(layer_windows, num_kv_heads=num_kv_heads, head_dim=head_dim)
+    return args.create_engine_config(spec, context_length=max_model_len, stop_ids=stop_ids)
 
 
 class FakeDetokenizer:

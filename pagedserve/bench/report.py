@@ -1,0 +1,86 @@
+"""The text report of `pagedserve bench` (the figures themselves: bench/bench.py's `run_bench`)."""
+
+from __future__ import annotations
+
+
+def comparison_table(result: dict) -> str:
+    """Ours and llama.cpp's figures side by side, with the per-round ratios' medians."""
+    ours, theirs = result, result["llamacpp"]
+    rows = [f"side by side with llama.cpp {theirs['build_commit']} ({theirs['threads']} threads), "
+            f"medians of {result['repeats']} rounds; ratio = median of the per-round ratios",
+            f"{'measurement':<28}{'pagedserve':>12}{'llama.cpp':>12}{'ratio':>8}"]
+    pairs = [("prefill", ours["prefill_tok_s"], theirs["prefill_tok_s"], theirs["ratio_prefill"])]
+    pairs += [(f"decode batch {b}", v, theirs["decode_tok_s"].get(b), theirs["ratio_decode"].get(b))
+              for b, v in ours["decode_tok_s"].items()]
+    for label, a, b, ratio in pairs:
+        if a is None or not b or ratio is None:
+            continue
+        rows.append(f"{label:<28}{a:>12.1f}{b:>12.1f}{ratio:>7.2f}x")
+    return "\n".join(rows)
+
+
+def _row(label: str, value: str) -> str:
+    return f"{label:<40}{value:>16}"
+
+
+def _workload_lines(r: dict) -> list[str]:
+    return [
+        _row("  generated tokens/s (aggregate)", f"{r['generated_tok_s']:.1f}"),
+        _row("  decode tokens/s (all running)", f"{r['decode_tok_s']:.1f}"),
+        _row("  prefill tokens/s", f"{r['prefill_tok_s']:.1f}"),
+        _row("  prompt tokens computed / total", f"{r['prefill_tokens_computed']} / {r['prompt_tokens']}"),
+        _row("  prefix-cache hit rate", f"{100 * r['prefix_cache_hit_rate']:.1f}%"),
+        _row("  time to first token first/mean/max s",
+             "/".join("-" if r[k] is None else f"{r[k]:.2f}" for k in ("ttft_first_s", "ttft_mean_s", "ttft_max_s"))),
+        _row("  peak KV blocks used / total", f"{r['peak_blocks_used']} / {r['num_blocks_total']}"),
+        _row("  preemptions", str(r["preemptions"])),
+    ]
+
+
+def text_report(result: dict, options, weight_format: str) -> str:
+    """The human-readable report of one `run_bench` result (`options`: its BenchOptions)."""
+    lines = [
+        f"model {result['model']} ({weight_format}), kv {result['kv_dtype']}, median of {result['repeats']} runs",
+        f"{'measurement':<28}{'tokens/s':>12}",
+    ]
+    if result["prefill_tok_s"] is not None:
+        lines.append(f"{'prefill ' + str(options.prefill_tokens) + ' tokens':<28}{result['prefill_tok_s']:>12.1f}")
+    for b, v in result["decode_tok_s"].items():
+        lines.append(f"{'decode batch ' + b:<28}{v:>12.1f}")
+    kv = result["kv_cache"]
+    line = (f"KV cache: {kv['num_blocks_total']} blocks of {result['block_size']} tokens "
+            f"({kv['memory_bytes'] / 2**20:.1f} MiB), prefix caching {'on' if result['prefix_caching'] else 'off'}")
+    if result["decode_tok_s"]:
+        line += (f" (off for the runs above: peak {kv['sweep_peak_blocks_used']} blocks, "
+                 f"{kv['sweep_preemptions']} preemptions)")
+    lines.append(line)
+    if "concurrency" in result:
+        c = result["concurrency"]
+        lines.append(f"concurrency {c['n']} ({options.prompt_tokens}-token prompts, "
+                     f"{options.decode_tokens} new tokens each)")
+        lines += _workload_lines(c)
+        if c["decode_speedup_vs_single"] is not None:
+            lines.append(_row("  decode tokens/s of 1 sequence alone", f"{c['single_decode_tok_s']:.1f}"))
+            lines.append(_row(f"  decode speed-up {c['n']} vs 1", f"x{c['decode_speedup_vs_single']:.2f}"))
+    if "shared_prefix" in result:
+        s = result["shared_prefix"]
+        lines.append(f"shared prefix {s['prefix_tokens']} tokens x {s['num_requests']} requests "
+                     f"(+{options.prompt_tokens} own tokens, {options.decode_tokens} new tokens each), prefix caching "
+                     f"{'on' if result['prefix_caching'] else 'off'}")
+        lines += _workload_lines(s)
+    cap = result["capacity"]
+    lines.append(f"max concurrent sequences of {cap['seq_tokens']} tokens in {kv['memory_bytes'] / 2**20:.1f} MiB "
+                 f"(usable blocks / blocks per sequence):")
+    table = cap["by_kv_dtype"]
+    for dtype, row in table.items():
+        note = " <- this run" if dtype == result["kv_dtype"] else ""
+        ratio = row["max_concurrent_sequences"] / max(1, table["f32"]["max_concurrent_sequences"])
+        lines.append(f"  {dtype:<5}{row['bytes_per_token']:>8} B/token{row['num_blocks']:>8} blocks"
+                     f"{row['max_concurrent_sequences']:>7} sequences  x{ratio:.2f} vs f32{note}")
+    fits = {dtype: row["max_concurrent_sequences"] for dtype, row in table.items()}
+    if fits.get("f16"):
+        lines.append(f"  int8 fits x{fits['int8'] / fits['f16']:.2f} the sequences of f16"
+                     f" and x{fits['int8'] / max(1, fits['f32']):.2f} of f32")
+    if "llamacpp" in result:
+        lines.append(comparison_table(result))
+    return "\n".join(lines)
