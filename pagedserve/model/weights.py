@@ -34,15 +34,15 @@ class LayerWeights:
         """The arrays of this layer as the compiled layer body takes them (no copy)."""
         return LayerParams(
             attn_norm=self.attn_norm,
-            qkv=linear_parts(self.qkv, self.qkv_split),
+            qkv=_linear_parts(self.qkv, self.qkv_split),
             qkv_bias=_or_empty(self.qkv_bias),
             q_norm=_or_empty(self.q_norm),
             k_norm=_or_empty(self.k_norm),
-            attn_output=linear_parts(self.attn_output),
+            attn_output=_linear_parts(self.attn_output),
             post_attn_norm=_or_empty(self.post_attn_norm),
             ffn_norm=self.ffn_norm,
-            gate_up=linear_parts(self.gate_up, self.gate_up_split),
-            ffn_down=linear_parts(self.ffn_down),
+            gate_up=_linear_parts(self.gate_up, self.gate_up_split),
+            ffn_down=_linear_parts(self.ffn_down),
             post_ffn_norm=_or_empty(self.post_ffn_norm),
         )
 
@@ -54,7 +54,7 @@ def _or_empty(vector: np.ndarray | None) -> np.ndarray:
     return _EMPTY if vector is None else vector
 
 
-def linear_parts(fused: LinearWeight, split: tuple[LinearWeight, ...] = ()) -> tuple[Linear, ...]:
+def _linear_parts(fused: LinearWeight, split: tuple[LinearWeight, ...] = ()) -> tuple[Linear, ...]:
     """A projection as the kernels take it: its unfused parts when there are any, else the one matrix."""
     return tuple(Linear(w.codes, w.scale, w.minv, w.num_out) for w in (split or (fused,)))
 
