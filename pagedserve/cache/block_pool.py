@@ -50,10 +50,6 @@ class BlockPool:
         return self.num_usable_blocks - self.num_free_blocks
 
     @property
-    def usage(self) -> float:
-        return self.num_used_blocks / self.num_usable_blocks
-
-    @property
     def num_cached_blocks(self) -> int:
         return len(self._key_of_block)
 

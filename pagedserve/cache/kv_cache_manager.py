@@ -12,7 +12,7 @@ same token prefix is served for all layers; out-of-window hit blocks are not eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from pagedserve.cache import block_hash
@@ -39,7 +39,6 @@ class _RequestBlocks:
     entry_ids: list[list[int]]  # per group: cache entry ids of the leading full blocks registered
     num_dropped: list[int]  # per group: leading entries already replaced by the null block
     cache_stopped: list[bool]  # per group: a hash collision stopped caching for this request
-    block_hashes: list[bytes] = field(default_factory=list)
 
 
 class KVCacheManager:
@@ -203,10 +202,6 @@ class KVCacheManager:
     def num_total_blocks(self) -> tuple[int, ...]:
         """Usable blocks per group (the null block excluded)."""
         return tuple(p.num_usable_blocks for p in self.pools)
-
-    def usage(self) -> float:
-        """Fraction of usable blocks in use, over all groups."""
-        return sum(self.num_used_blocks()) / sum(self.num_total_blocks())
 
     def reset_prefix_cache(self) -> None:
         for pool in self.pools:

@@ -105,15 +105,3 @@ def _add_row(a, b):
     # 1-D rows and a loop from 0: vectorised (2-D indexing over column chunks was not)
     for c in range(a.shape[0]):
         a[c] += b[c]
-
-
-@parallel_jit
-def scale_inplace(x, s):
-    """x [T, D] f32 *= s (scalar, cast to float32 first, e.g. Gemma's sqrt(d_model) embedding scale)."""
-    n_tok, n_col = x.shape
-    sc = np.float32(s)
-    n_chunk = _n_chunks(n_col)
-    for w in numba.prange(n_tok * n_chunk):
-        t, c0, c1 = _span(w, n_chunk, n_col)
-        for c in range(c0, c1):
-            x[t, c] *= sc

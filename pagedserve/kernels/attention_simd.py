@@ -29,37 +29,19 @@ from numba.core import cgutils
 from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic
 
+from pagedserve.kernels.llvm_ir import F32, F64, I8, I16, I32, declare, half_to_f32, i64, splat
+
 LANES = 16  # keys per block on this path (block_size must equal it)
 CHUNK = 64  # head dims per pass of the V accumulation (4 vectors per row)
 MAX_ROWS = 4  # query rows per call: 4 rows x 4 vectors of V accumulators
 
-_I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-_F32, _F64 = ir.FloatType(), ir.DoubleType()
-_VF = ir.VectorType(_F32, LANES)
-_VD = ir.VectorType(_F64, LANES)
-_VI = ir.VectorType(_I32, LANES)
-
-
-def _fn(module, name, ret, args):
-    fn = module.globals.get(name)
-    if fn is None:
-        fn = ir.Function(module, ir.FunctionType(ret, args), name)
-    return fn
-
-
-def _splat(builder, value, vec_type=_VF):
-    undef = ir.Constant(vec_type, ir.Undefined)
-    one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, vec_type.count),
-                                                          [0] * vec_type.count))
+_VF = ir.VectorType(F32, LANES)
+_VD = ir.VectorType(F64, LANES)
+_VI = ir.VectorType(I32, LANES)
 
 
 def _vconst(value):
     return ir.Constant(_VF, [value] * LANES)
-
-
-def _i64(value):
-    return ir.Constant(_I64, value)
 
 
 def _load_row(builder, base, offset, elem):
@@ -68,9 +50,9 @@ def _load_row(builder, base, offset, elem):
     if elem == "f32":
         return builder.load(builder.bitcast(ptr, _VF.as_pointer()), align=4)
     if elem == "f16":
-        bits = builder.load(builder.bitcast(ptr, ir.VectorType(_I16, LANES).as_pointer()), align=2)
-        return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), LANES)), _VF)
-    raw = builder.load(builder.bitcast(ptr, ir.VectorType(_I8, LANES).as_pointer()), align=1)
+        bits = builder.load(builder.bitcast(ptr, ir.VectorType(I16, LANES).as_pointer()), align=2)
+        return half_to_f32(builder, bits)
+    raw = builder.load(builder.bitcast(ptr, ir.VectorType(I8, LANES).as_pointer()), align=1)
     return builder.sitofp(raw, _VF)
 
 
@@ -79,7 +61,7 @@ def vector_exp(builder, x):
     lo, hi = _vconst(-87.3), _vconst(88.0)
     x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)  # max(x, lo), as Numba's max
     x = builder.select(builder.fcmp_ordered("<", x, hi), x, hi)
-    floor = _fn(builder.module, "llvm.floor.v16f32", _VF, [_VF])
+    floor = declare(builder.module, "llvm.floor.v16f32", _VF, [_VF])
     n = builder.call(floor, [builder.fadd(builder.fmul(x, _vconst(1.44269504088896341)), _vconst(0.5))])
     r = builder.fsub(x, builder.fmul(n, _vconst(0.693359375)))
     r = builder.fsub(r, builder.fmul(n, _vconst(-2.12194440e-4)))
@@ -96,17 +78,17 @@ def _halves_sum(builder, v, count, op):
     """Fold a vector of `count` lanes in halves (lanes i and i + count/2) down to lane 0."""
     while count > 1:
         count //= 2
-        idx = ir.VectorType(_I32, count)
+        idx = ir.VectorType(I32, count)
         a = builder.shuffle_vector(v, v, ir.Constant(idx, list(range(count))))
         b = builder.shuffle_vector(v, v, ir.Constant(idx, list(range(count, 2 * count))))
         v = op(a, b)
-    return builder.extract_element(v, ir.Constant(_I32, 0))
+    return builder.extract_element(v, ir.Constant(I32, 0))
 
 
 def _maxnum(builder, a, b):
     """Lane-wise max that ignores NaN (as the scalar loop's `if s > m: m = s` does)."""
     vec = a.type
-    fn = _fn(builder.module, f"llvm.maxnum.v{vec.count}f32", vec, [vec, vec])
+    fn = declare(builder.module, f"llvm.maxnum.v{vec.count}f32", vec, [vec, vec])
     return builder.call(fn, [a, b])
 
 
@@ -136,25 +118,25 @@ def attend_block(typingctx, k_cache, k_addr, v_cache, v_addr, qs_addr, acc_addr,
         (k_arr, k_o, v_arr, v_o, qs_a, acc_a, m_a, ls_a, ks_a, vs_a, lo_key, hi_key, dh) = args[:13]
         k_p = builder.inttoptr(k_o, context.get_data_type(k_cache.dtype).as_pointer())
         v_p = builder.inttoptr(v_o, context.get_data_type(v_cache.dtype).as_pointer())
-        qs_p = builder.inttoptr(qs_a, _F32.as_pointer())
-        acc_p = builder.inttoptr(acc_a, _F32.as_pointer())
-        m_p = builder.inttoptr(m_a, _F32.as_pointer())
-        ls_p = builder.inttoptr(ls_a, _F64.as_pointer())
-        fma = _fn(builder.module, "llvm.fma.v16f32", _VF, [_VF] * 3)
-        row_off = [builder.mul(_i64(r), dh) for r in range(n_rows)]
+        qs_p = builder.inttoptr(qs_a, F32.as_pointer())
+        acc_p = builder.inttoptr(acc_a, F32.as_pointer())
+        m_p = builder.inttoptr(m_a, F32.as_pointer())
+        ls_p = builder.inttoptr(ls_a, F64.as_pointer())
+        fma = declare(builder.module, "llvm.fma.v16f32", _VF, [_VF] * 3)
+        row_off = [builder.mul(i64(r), dh) for r in range(n_rows)]
 
         # 1) scores: lanes = keys; one converted K row serves every query row.
         s_slots = [cgutils.alloca_once_value(builder, _vconst(0.0)) for _ in range(n_rows)]
         with cgutils.for_range(builder, dh) as loop:
             d = loop.index
-            k_row = _load_row(builder, k_p, builder.mul(d, _i64(LANES)), elems["k"])
+            k_row = _load_row(builder, k_p, builder.mul(d, i64(LANES)), elems["k"])
             for r in range(n_rows):
                 qd = builder.load(builder.gep(qs_p, [builder.add(row_off[r], d)]))
-                builder.store(builder.call(fma, [_splat(builder, qd), k_row, builder.load(s_slots[r])]),
+                builder.store(builder.call(fma, [splat(builder, qd, _VF), k_row, builder.load(s_slots[r])]),
                               s_slots[r])
         lane = ir.Constant(_VI, list(range(LANES)))
-        lo_v = _splat(builder, builder.trunc(lo_key, _I32), _VI)
-        hi_v = _splat(builder, builder.trunc(hi_key, _I32), _VI)
+        lo_v = splat(builder, builder.trunc(lo_key, I32), _VI)
+        hi_v = splat(builder, builder.trunc(hi_key, I32), _VI)
         valid = builder.and_(builder.icmp_signed(">=", lane, lo_v), builder.icmp_signed("<", lane, hi_v))
         neg_inf = _vconst(float("-inf"))
         if is_quant:
@@ -162,8 +144,8 @@ def attend_block(typingctx, k_cache, k_addr, v_cache, v_addr, qs_addr, acc_addr,
             v_scales = builder.load(builder.inttoptr(vs_a, _VF.as_pointer()), align=4)
 
         # 2) online softmax per row; the weights go to a stack buffer for the V pass.
-        w_buf = cgutils.alloca_once(builder, ir.ArrayType(_F32, n_rows * LANES))
-        w_p = builder.bitcast(w_buf, _F32.as_pointer())
+        w_buf = cgutils.alloca_once(builder, ir.ArrayType(F32, n_rows * LANES))
+        w_p = builder.bitcast(w_buf, F32.as_pointer())
         alphas = []
         for r in range(n_rows):
             s = builder.load(s_slots[r])
@@ -171,64 +153,52 @@ def attend_block(typingctx, k_cache, k_addr, v_cache, v_addr, qs_addr, acc_addr,
                 s = builder.fmul(s, k_scales)
             s = builder.select(valid, s, neg_inf)
             bm = _halves_sum(builder, s, LANES, lambda a, b: _maxnum(builder, a, b))
-            m_ptr = builder.gep(m_p, [_i64(r)])
-            ls_ptr = builder.gep(ls_p, [_i64(r)])
+            m_ptr = builder.gep(m_p, [i64(r)])
+            ls_ptr = builder.gep(ls_p, [i64(r)])
             m_old = builder.load(m_ptr)
             lsum = builder.load(ls_ptr)
             grew = builder.fcmp_ordered(">", bm, m_old)
             m_new = builder.select(grew, bm, m_old)
-            rescale = builder.and_(grew, builder.fcmp_ordered(">", lsum, ir.Constant(_F64, 0.0)))
-            e = builder.extract_element(vector_exp(builder, _splat(builder, builder.fsub(m_old, m_new))),
-                                        ir.Constant(_I32, 0))
-            alpha = builder.select(rescale, e, ir.Constant(_F32, 1.0))
+            rescale = builder.and_(grew, builder.fcmp_ordered(">", lsum, ir.Constant(F64, 0.0)))
+            e = builder.extract_element(vector_exp(builder, splat(builder, builder.fsub(m_old, m_new), _VF)),
+                                        ir.Constant(I32, 0))
+            alpha = builder.select(rescale, e, ir.Constant(F32, 1.0))
             builder.store(m_new, m_ptr)
-            w = vector_exp(builder, builder.fsub(s, _splat(builder, m_new)))
+            w = vector_exp(builder, builder.fsub(s, splat(builder, m_new, _VF)))
             w = builder.select(valid, w, _vconst(0.0))
             total = _halves_sum(builder, builder.fpext(w, _VD), LANES, builder.fadd)
-            lsum = builder.fadd(builder.fmul(lsum, builder.fpext(alpha, _F64)), total)
+            lsum = builder.fadd(builder.fmul(lsum, builder.fpext(alpha, F64)), total)
             builder.store(lsum, ls_ptr)
             if is_quant:
                 w = builder.fmul(w, v_scales)
-            builder.store(w, builder.bitcast(builder.gep(w_p, [_i64(r * LANES)]), _VF.as_pointer()), align=4)
-            alphas.append(_splat(builder, alpha))
+            builder.store(w, builder.bitcast(builder.gep(w_p, [i64(r * LANES)]), _VF.as_pointer()), align=4)
+            alphas.append(splat(builder, alpha, _VF))
 
         # 3) V: acc rows (4 vectors each) stay in registers across the visible keys.
         n_vec = CHUNK // LANES
-        with cgutils.for_range_slice(builder, _i64(0), dh, _i64(CHUNK)) as (c, _):
+        with cgutils.for_range_slice(builder, i64(0), dh, i64(CHUNK)) as (c, _):
             acc_slots = []
             for r in range(n_rows):
                 row = []
                 for j in range(n_vec):
-                    ptr = builder.bitcast(builder.gep(acc_p, [builder.add(row_off[r], builder.add(c, _i64(16 * j)))]),
+                    ptr = builder.bitcast(builder.gep(acc_p, [builder.add(row_off[r], builder.add(c, i64(16 * j)))]),
                                           _VF.as_pointer())
                     row.append(cgutils.alloca_once_value(builder, builder.fmul(builder.load(ptr, align=4), alphas[r])))
                 acc_slots.append(row)
-            with cgutils.for_range_slice(builder, lo_key, hi_key, _i64(1)) as (o, _):
-                v_rows = [_load_row(builder, v_p, builder.add(builder.mul(o, dh), builder.add(c, _i64(16 * j))),
+            with cgutils.for_range_slice(builder, lo_key, hi_key, i64(1)) as (o, _):
+                v_rows = [_load_row(builder, v_p, builder.add(builder.mul(o, dh), builder.add(c, i64(16 * j))),
                                     elems["v"]) for j in range(n_vec)]
                 for r in range(n_rows):
-                    wo = _splat(builder, builder.load(builder.gep(w_p, [builder.add(_i64(r * LANES), o)])))
+                    wo = splat(builder, builder.load(builder.gep(w_p, [builder.add(i64(r * LANES), o)])), _VF)
                     for j in range(n_vec):
                         builder.store(builder.call(fma, [wo, v_rows[j], builder.load(acc_slots[r][j])]),
                                       acc_slots[r][j])
             for r in range(n_rows):
                 for j in range(n_vec):
-                    ptr = builder.bitcast(builder.gep(acc_p, [builder.add(row_off[r], builder.add(c, _i64(16 * j)))]),
+                    ptr = builder.bitcast(builder.gep(acc_p, [builder.add(row_off[r], builder.add(c, i64(16 * j)))]),
                                           _VF.as_pointer())
                     builder.store(builder.load(acc_slots[r][j]), ptr, align=4)
         return context.get_dummy_value()
 
     sig = types.void(k_cache, types.int64, v_cache, *([types.int64] * 10), rows, quant)
     return sig, codegen
-
-
-@intrinsic
-def exp_lanes(typingctx, src_addr, dst_addr):
-    """dst[0:16] = vector_exp(src[0:16]) for float32 arrays at the given addresses (for tests)."""
-
-    def codegen(context, builder, signature, args):
-        src = builder.load(builder.inttoptr(args[0], _VF.as_pointer()), align=4)
-        builder.store(vector_exp(builder, src), builder.inttoptr(args[1], _VF.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return types.void(types.int64, types.int64), codegen

@@ -17,13 +17,14 @@ from pathlib import Path
 import numba
 from numba.core import config as numba_config
 
-_ROOT = Path(__file__).resolve().parent.parent
+_KERNELS = Path(__file__).resolve().parent
 _CODEGEN_ENV = ("PAGEDSERVE_PORTABLE_INT",)  # environment read while generating code
 KEEP = 3  # cache directories kept (most recently used first); older ones are deleted
 
 
 def _sources() -> list[Path]:
-    return sorted((_ROOT / "kernels").glob("*.py")) + [_ROOT / "model" / "fused_decoder.py"]
+    # All compiled code lives in this package (the decoder layer included: kernels/decoder_layer.py).
+    return sorted(_KERNELS.glob("*.py"))
 
 
 def source_key() -> str:

@@ -37,6 +37,8 @@ from numba.core import cgutils
 from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic
 
+from pagedserve.kernels.llvm_ir import F32, I8, I16, I32, declare, half_to_f32, i64, pointer_at, splat
+
 TILE = 64  # output rows per tile: 4 vectors of 16 int32 lanes
 MAX_ROWS = 4  # activation rows per pass over a whole tile (4 x 4 int32 + 4 x 4 float accumulators)
 MAX_HALF_ROWS = 8  # activation rows per pass over half a tile (same register budget)
@@ -46,35 +48,21 @@ MAX_HALF_ROWS = 8  # activation rows per pass over half a tile (same register bu
 HAS_VNNI = (bool(llvm_binding.get_host_cpu_features().get("avx512vnni", False))
             and os.environ.get("PAGEDSERVE_PORTABLE_INT") != "1")
 
-_I8, _I16, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
-_V64I8 = ir.VectorType(_I8, 64)
-_V32I16 = ir.VectorType(_I16, 32)
-_V16I32 = ir.VectorType(_I32, 16)
-_V16F32 = ir.VectorType(_F32, 16)
-_LOW_HALF = ir.Constant(ir.VectorType(_I32, 32), list(range(32)))
-_HIGH_HALF = ir.Constant(ir.VectorType(_I32, 32), list(range(32, 64)))
-
-
-def _declare(module, name, ret, args):
-    fn = module.globals.get(name)
-    if fn is None:
-        fn = ir.Function(module, ir.FunctionType(ret, args), name)
-    return fn
-
-
-def _splat(builder, value, vec_type):
-    undef = ir.Constant(vec_type, ir.Undefined)
-    one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, vec_type.count), [0] * vec_type.count))
+_V64I8 = ir.VectorType(I8, 64)
+_V32I16 = ir.VectorType(I16, 32)
+_V16I32 = ir.VectorType(I32, 16)
+_V16F32 = ir.VectorType(F32, 16)
+_LOW_HALF = ir.Constant(ir.VectorType(I32, 32), list(range(32)))
+_HIGH_HALF = ir.Constant(ir.VectorType(I32, 32), list(range(32, 64)))
 
 
 def _dot_add(builder, acc, w_words, x_pair):
     """acc [16 x i32] += per lane w[2l] * x0 + w[2l+1] * x1 (int16 x int16); x_pair = (x0, x1) as i32."""
-    x_words = builder.bitcast(_splat(builder, x_pair, _V16I32), _V32I16)
+    x_words = builder.bitcast(splat(builder, x_pair, _V16I32), _V32I16)
     if HAS_VNNI:
-        fn = _declare(builder.module, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [_V16I32, _V32I16, _V32I16])
+        fn = declare(builder.module, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [_V16I32, _V32I16, _V32I16])
         return builder.call(fn, [acc, w_words, x_words])
-    wide = ir.VectorType(_I32, 32)
+    wide = ir.VectorType(I32, 32)
     prod = builder.mul(builder.sext(w_words, wide), builder.sext(x_words, wide))
     even = builder.shuffle_vector(prod, prod, ir.Constant(_V16I32, list(range(0, 32, 2))))
     odd = builder.shuffle_vector(prod, prod, ir.Constant(_V16I32, list(range(1, 32, 2))))
@@ -87,28 +75,19 @@ def _widen(builder, bytes64):
             for half in (_LOW_HALF, _HIGH_HALF)]
 
 
-def _at(builder, base_ptr, offset, elem_type):
-    """Pointer to elem_type at byte... element offset `offset` (i64) of base_ptr, cast as needed."""
-    return builder.bitcast(builder.gep(base_ptr, [offset]), elem_type.as_pointer())
-
-
 def _load_scales(builder, base_ptr, offset, half):
     """16 float32 scales from base_ptr[offset:offset+16], stored as float32 or as half bits."""
     if not half:
-        return builder.load(_at(builder, base_ptr, offset, _V16F32), align=4)
-    bits = builder.load(_at(builder, base_ptr, offset, ir.VectorType(_I16, 16)), align=2)
-    return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), 16)), _V16F32)
-
-
-def _const(value):
-    return ir.Constant(_I64, value)
+        return builder.load(pointer_at(builder, base_ptr, offset, _V16F32), align=4)
+    bits = builder.load(pointer_at(builder, base_ptr, offset, ir.VectorType(I16, 16)), align=2)
+    return half_to_f32(builder, bits)
 
 
 def finish_group(builder, isum, acc_slot, scale_p, minv_p, g, c, dxm, xsm, half_scales):
     """The float finish of group g for output rows 16c..16c+15 of one activation row, the same
     in every kernel: acc = fma(float(isum), scale * dx, acc); acc = fma(min, xsum, acc)."""
-    fma = _declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
-    off = builder.add(builder.mul(g, _const(TILE)), _const(16 * c))
+    fma = declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
+    off = builder.add(builder.mul(g, i64(TILE)), i64(16 * c))
     sc = _load_scales(builder, scale_p, off, half_scales)
     mn = _load_scales(builder, minv_p, off, half_scales)
     acc = builder.load(acc_slot)
@@ -120,8 +99,8 @@ def store_accumulators(builder, acc_slots, out_p, out_stride_v):
     """out[m, 16c : 16c+16] = the float accumulators acc_slots[m][c] (dicts keyed by c)."""
     for m, row in enumerate(acc_slots):
         for c, slot in row.items():
-            off = builder.add(builder.mul(_const(m), out_stride_v), _const(16 * c))
-            builder.store(builder.load(slot), _at(builder, out_p, off, _V16F32), align=4)
+            off = builder.add(builder.mul(i64(m), out_stride_v), i64(16 * c))
+            builder.store(builder.load(slot), pointer_at(builder, out_p, off, _V16F32), align=4)
 
 
 @intrinsic
@@ -155,26 +134,26 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
     def codegen(context, builder, signature, args):
         (codes_a, scale_arr, minv_arr, xq_a, dx_a, xsum_a, out_a, ngroups, xq_stride_v, xs_stride_v,
          dx_stride_v, out_stride_v) = args[:12]
-        codes_p = builder.inttoptr(codes_a, _I8.as_pointer())
+        codes_p = builder.inttoptr(codes_a, I8.as_pointer())
         scale_p = context.make_array(signature.args[1])(context, builder, scale_arr).data
         minv_p = context.make_array(signature.args[2])(context, builder, minv_arr).data
-        xq_p = builder.inttoptr(xq_a, _I16.as_pointer())
-        dx_p = builder.inttoptr(dx_a, _F32.as_pointer())
-        xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
-        out_p = builder.inttoptr(out_a, _F32.as_pointer())
+        xq_p = builder.inttoptr(xq_a, I16.as_pointer())
+        dx_p = builder.inttoptr(dx_a, F32.as_pointer())
+        xsum_p = builder.inttoptr(xsum_a, F32.as_pointer())
+        out_p = builder.inttoptr(out_a, F32.as_pointer())
         acc_slots = [{c: cgutils.alloca_once_value(builder, ir.Constant(_V16F32, None)) for c in cs}
                      for _ in range(n_rows)]
         with cgutils.for_range(builder, ngroups) as loop:
             g = loop.index
             isum = [{c: ir.Constant(_V16I32, None) for c in cs} for _ in range(n_rows)]
-            group_codes = builder.gep(codes_p, [builder.mul(g, _const(g_size * TILE))])
-            x_rows = [builder.gep(xq_p, [builder.add(builder.mul(_const(m), xq_stride_v),
-                                                     builder.mul(g, _const(g_size)))]) for m in range(n_rows)]
+            group_codes = builder.gep(codes_p, [builder.mul(g, i64(g_size * TILE))])
+            x_rows = [builder.gep(xq_p, [builder.add(builder.mul(i64(m), xq_stride_v),
+                                                     builder.mul(g, i64(g_size)))]) for m in range(n_rows)]
             for p in range(n_pairs):
-                x_pair = [builder.load(_at(builder, x_rows[m], _const(2 * p), _I32), align=2)
+                x_pair = [builder.load(pointer_at(builder, x_rows[m], i64(2 * p), I32), align=2)
                           for m in range(n_rows)]
                 for h in halves:  # rows 0-31, then 32-63 of the tile
-                    w = builder.load(_at(builder, group_codes, _const(p * 128 + h * 64), _V64I8), align=1)
+                    w = builder.load(pointer_at(builder, group_codes, i64(p * 128 + h * 64), _V64I8), align=1)
                     words = _widen(builder, w)
                     for q in range(2):
                         c = 2 * h + q
@@ -182,11 +161,11 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                             isum[m][c] = _dot_add(builder, isum[m][c], words[q], x_pair[m])
             # float finish of the group
             for m in range(n_rows):
-                stat = builder.add(builder.mul(_const(m), xs_stride_v), g)
-                dx_idx = builder.add(builder.mul(_const(m), dx_stride_v),
-                                     g if g_size == 32 else builder.udiv(g, _const(2)))
-                dxm = _splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
-                xsm = _splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
+                stat = builder.add(builder.mul(i64(m), xs_stride_v), g)
+                dx_idx = builder.add(builder.mul(i64(m), dx_stride_v),
+                                     g if g_size == 32 else builder.udiv(g, i64(2)))
+                dxm = splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
+                xsm = splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
                 for c in cs:
                     finish_group(builder, isum[m][c], acc_slots[m][c], scale_p, minv_p, g, c, dxm, xsm,
                                  half_scales)

@@ -33,22 +33,22 @@ from numba.core import cgutils
 from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic
 
-from pagedserve.kernels.int16_dot import HAS_VNNI, TILE, _at, _const, _declare, _splat, finish_group, store_accumulators
+from pagedserve.kernels.int16_dot import HAS_VNNI, TILE, finish_group, store_accumulators
+from pagedserve.kernels.llvm_ir import F32, I8, I32, declare, i64, pointer_at, splat
 
 MAX_FULL_ROWS = 2  # activation rows per pass over a whole tile
 MAX_HALF_ROWS = 4  # activation rows per pass over half a tile
 
-_I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
-_V64I8 = ir.VectorType(_I8, 64)
-_V16I32 = ir.VectorType(_I32, 16)
-_V16F32 = ir.VectorType(_F32, 16)
-_V64I32 = ir.VectorType(_I32, 64)
+_V64I8 = ir.VectorType(I8, 64)
+_V16I32 = ir.VectorType(I32, 16)
+_V16F32 = ir.VectorType(F32, 16)
+_V64I32 = ir.VectorType(I32, 64)
 
 
 def _dpbusd(builder, acc, unsigned_bytes, signed_bytes):
     """acc [16 x i32] += per lane l: sum_j u[4l+j] * s[4l+j] (u unsigned, s signed bytes)."""
     if HAS_VNNI:
-        fn = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        fn = declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
         return builder.call(fn, [acc, unsigned_bytes, signed_bytes])
     prod = builder.mul(builder.zext(unsigned_bytes, _V64I32), builder.sext(signed_bytes, _V64I32))
     for j in range(4):
@@ -58,8 +58,8 @@ def _dpbusd(builder, acc, unsigned_bytes, signed_bytes):
 
 def _splat_bytes(builder, row_ptr, offset):
     """The 4 bytes at row_ptr[offset] repeated in all 16 lanes, as [64 x i8]."""
-    word = builder.load(_at(builder, row_ptr, offset, _I32), align=1)
-    return builder.bitcast(_splat(builder, word, _V16I32), _V64I8)
+    word = builder.load(pointer_at(builder, row_ptr, offset, I32), align=1)
+    return builder.bitcast(splat(builder, word, _V16I32), _V64I8)
 
 
 @intrinsic
@@ -87,14 +87,14 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
     def codegen(context, builder, signature, args):
         (codes_a, scale_arr, minv_arr, xl_a, xh_a, dx_a, xsum_a, out_a, ngroups, x_stride_v,
          xs_stride_v, dx_stride_v, out_stride_v) = args[:13]
-        codes_p = builder.inttoptr(codes_a, _I8.as_pointer())
+        codes_p = builder.inttoptr(codes_a, I8.as_pointer())
         scale_p = context.make_array(signature.args[1])(context, builder, scale_arr).data
         minv_p = context.make_array(signature.args[2])(context, builder, minv_arr).data
-        xl_p = builder.inttoptr(xl_a, _I8.as_pointer())
-        xh_p = builder.inttoptr(xh_a, _I8.as_pointer())
-        dx_p = builder.inttoptr(dx_a, _F32.as_pointer())
-        xsum_p = builder.inttoptr(xsum_a, _F32.as_pointer())
-        out_p = builder.inttoptr(out_a, _F32.as_pointer())
+        xl_p = builder.inttoptr(xl_a, I8.as_pointer())
+        xh_p = builder.inttoptr(xh_a, I8.as_pointer())
+        dx_p = builder.inttoptr(dx_a, F32.as_pointer())
+        xsum_p = builder.inttoptr(xsum_a, F32.as_pointer())
+        out_p = builder.inttoptr(out_a, F32.as_pointer())
         low_mask = ir.Constant(_V64I8, [15] * 64)
         four = ir.Constant(_V64I8, [4] * 64)
         zero = ir.Constant(_V16I32, None)
@@ -105,18 +105,18 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
             g = loop.index
             acc_l = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
             acc_h = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
-            group_codes = builder.gep(codes_p, [builder.mul(g, _const(16 * TILE))])
-            x_off = builder.mul(g, _const(32))
-            xl_rows = [builder.gep(xl_p, [builder.add(builder.mul(_const(m), x_stride_v), x_off)])
+            group_codes = builder.gep(codes_p, [builder.mul(g, i64(16 * TILE))])
+            x_off = builder.mul(g, i64(32))
+            xl_rows = [builder.gep(xl_p, [builder.add(builder.mul(i64(m), x_stride_v), x_off)])
                        for m in range(n_rows)]
-            xh_rows = [builder.gep(xh_p, [builder.add(builder.mul(_const(m), x_stride_v), x_off)])
+            xh_rows = [builder.gep(xh_p, [builder.add(builder.mul(i64(m), x_stride_v), x_off)])
                        for m in range(n_rows)]
             for d in range(4):
-                xs = [[(_splat_bytes(builder, xl_rows[m], _const(16 * half + 4 * d)),
-                        _splat_bytes(builder, xh_rows[m], _const(16 * half + 4 * d))) for half in (0, 1)]
+                xs = [[(_splat_bytes(builder, xl_rows[m], i64(16 * half + 4 * d)),
+                        _splat_bytes(builder, xh_rows[m], i64(16 * half + 4 * d))) for half in (0, 1)]
                       for m in range(n_rows)]
                 for c in cs:
-                    w = builder.load(_at(builder, group_codes, _const(d * 256 + c * 64), _V64I8), align=1)
+                    w = builder.load(pointer_at(builder, group_codes, i64(d * 256 + c * 64), _V64I8), align=1)
                     nibbles = (builder.and_(w, low_mask), builder.lshr(w, four))
                     for m in range(n_rows):
                         for half in (0, 1):
@@ -126,10 +126,10 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
                             acc_h[m][s][c] = _dpbusd(builder, acc_h[m][s][c], nibbles[half], xh)
             eight = ir.Constant(_V16I32, [8] * 16)
             for m in range(n_rows):
-                stat = builder.add(builder.mul(_const(m), xs_stride_v), g)
-                dx_idx = builder.add(builder.mul(_const(m), dx_stride_v), g)
-                dxm = _splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
-                xsm = _splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
+                stat = builder.add(builder.mul(i64(m), xs_stride_v), g)
+                dx_idx = builder.add(builder.mul(i64(m), dx_stride_v), g)
+                dxm = splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
+                xsm = splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
                 for c in cs:
                     isum = zero
                     for s in range(n_sets):

@@ -11,6 +11,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from pagedserve.kernels.llvm_ir import declare
+
 
 @intrinsic
 def prefetch(typingctx, address):
@@ -21,10 +23,7 @@ def prefetch(typingctx, address):
     def codegen(context, builder, signature, args):
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
-        fn = builder.module.globals.get("llvm.prefetch.p0")
-        if fn is None:
-            fn = ir.Function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                             "llvm.prefetch.p0")
+        fn = declare(builder.module, "llvm.prefetch.p0", ir.VoidType(), [i8p, i32, i32, i32])
         # (address, read = 0, locality = 3: keep in all levels, data cache = 1)
         builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
                           ir.Constant(i32, 1)])

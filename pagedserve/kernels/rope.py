@@ -57,12 +57,3 @@ def apply_rope_table(x, cos, sin, neox):
                 b = x[t, h, ib]
                 x[t, h, ia] = a * c - b * s
                 x[t, h, ib] = b * c + a * s
-
-
-@jit
-def apply_rope(x, positions, inv_freq, neox):
-    """Rotate x [T, H, Dh] f32 in place; positions [T] int32/int64; inv_freq [R/2] f32; neox bool."""
-    cos = np.empty((x.shape[0], inv_freq.shape[0]), np.float32)
-    sin = np.empty((x.shape[0], inv_freq.shape[0]), np.float32)
-    rope_table(positions, inv_freq, cos, sin)
-    apply_rope_table(x, cos, sin, neox)

@@ -25,6 +25,7 @@ Sorted order of the vocabulary everywhere: value descending, ties broken by the 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -32,6 +33,36 @@ import numpy as np
 from pagedserve.kernels.jit import jit, parallel_jit
 from pagedserve.kernels.sampling_row_stats import first_argmax, raw_pass
 from pagedserve.kernels.sampling_truncation import sample_sorted, sample_threshold
+
+
+class RowParams(NamedTuple):
+    """The per-row parameters of a batch of B rows (each array of length B unless noted)."""
+
+    temperature: np.ndarray  # float32; 0 = greedy
+    top_k: np.ndarray  # int32; 0 = off
+    top_p: np.ndarray  # float32
+    min_p: np.ndarray  # float32
+    repetition_penalty: np.ndarray  # float32
+    presence_penalty: np.ndarray  # float32
+    frequency_penalty: np.ndarray  # float32
+    # Row b's PROMPT ids are penalty_token_ids[penalty_offsets[b]:penalty_offsets[b+1]] (int32,
+    # offsets int64 [B+1]); only read when its repetition penalty is != 1.
+    penalty_token_ids: np.ndarray
+    penalty_offsets: np.ndarray
+    # Row b's OUTPUT ids, packed the same way; read when any penalty is on.
+    output_token_ids: np.ndarray
+    output_offsets: np.ndarray
+    seeds: np.ndarray  # uint64
+    counters: np.ndarray  # int64: the uniform of row b is seeded_uniform(seeds[b], counters[b])
+
+
+class SampledRows(NamedTuple):
+    """Where the kernels write their results (B rows; W = max(num_top, 1))."""
+
+    token_ids: np.ndarray  # [B] int32: the sampled token
+    logprobs: np.ndarray  # [B] float32: its raw log-probability
+    top_ids: np.ndarray  # [B, W] int32: the num_top best tokens of the raw distribution, best first
+    top_logprobs: np.ndarray  # [B, W] float32
 
 
 # --------------------------------------------------------------------------------------- random
@@ -99,35 +130,14 @@ def _apply_penalties(x, prompt_ids, output_ids, rep, pres, freq):
 
 
 @jit
-def _sample_row(
-    b,
-    logits,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    repetition_penalty,
-    presence_penalty,
-    frequency_penalty,
-    penalty_token_ids,
-    penalty_offsets,
-    output_token_ids,
-    output_offsets,
-    seeds,
-    counters,
-    num_top,
-    out_ids,
-    out_logprobs,
-    out_top_ids,
-    out_top_logprobs,
-):
+def _sample_row(b, logits, params, num_top, out):
     """Row b of sample_rows."""
     V = logits.shape[1]
     n_top = min(num_top, V)
-    width = out_top_ids.shape[1]
+    width = out.top_ids.shape[1]
     x = logits[b]
-    top_vals = out_top_logprobs[b]
-    top_ids = out_top_ids[b]
+    top_vals = out.top_logprobs[b]
+    top_ids = out.top_ids[b]
     for j in range(width):
         top_vals[j] = -np.inf
         top_ids[j] = -1
@@ -136,9 +146,9 @@ def _sample_row(
     for j in range(n_top):
         top_vals[j] = np.float32(np.float64(top_vals[j]) - lse)
 
-    rep = repetition_penalty[b]
-    pres = presence_penalty[b]
-    freq = frequency_penalty[b]
+    rep = params.repetition_penalty[b]
+    pres = params.presence_penalty[b]
+    freq = params.frequency_penalty[b]
     has_pen = rep != 1.0 or pres != 0.0 or freq != 0.0
     touched = np.empty(0, np.int32)
     raw = np.empty(0, np.float32)
@@ -146,23 +156,23 @@ def _sample_row(
     arg = arg_raw
     if has_pen:
         if rep != 1.0:
-            pids = penalty_token_ids[penalty_offsets[b] : penalty_offsets[b + 1]]
+            pids = params.penalty_token_ids[params.penalty_offsets[b] : params.penalty_offsets[b + 1]]
         else:
-            pids = penalty_token_ids[0:0]
-        oids = output_token_ids[output_offsets[b] : output_offsets[b + 1]]
+            pids = params.penalty_token_ids[0:0]
+        oids = params.output_token_ids[params.output_offsets[b] : params.output_offsets[b + 1]]
         touched, raw = _apply_penalties(x, pids, oids, rep, pres, freq)
         if touched.shape[0] > 0:
             M, arg = first_argmax(x)
 
-    t_b = temperature[b]
+    t_b = params.temperature[b]
     if t_b == 0.0:
         tok = arg
     else:
-        u = seeded_uniform(seeds[b], counters[b])
+        u = seeded_uniform(params.seeds[b], params.counters[b])
         inv_t = 1.0 / np.float64(t_b)
-        k_b = top_k[b]
-        p_b = top_p[b]
-        mp_b = np.float64(min_p[b])
+        k_b = params.top_k[b]
+        p_b = params.top_p[b]
+        mp_b = np.float64(params.min_p[b])
         if (k_b > 0 and k_b < V) or p_b < 1.0:
             tok = sample_sorted(x, M, inv_t, k_b, p_b, mp_b, u)
         else:
@@ -176,83 +186,29 @@ def _sample_row(
         k = np.searchsorted(touched, tok)
         if k < touched.shape[0] and touched[k] == tok:
             raw_logit = raw[k]
-    out_ids[b] = tok
-    out_logprobs[b] = np.float32(np.float64(raw_logit) - lse)
+    out.token_ids[b] = tok
+    out.logprobs[b] = np.float32(np.float64(raw_logit) - lse)
 
 
 @parallel_jit
-def sample_rows(
-    logits,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    repetition_penalty,
-    presence_penalty,
-    frequency_penalty,
-    penalty_token_ids,
-    penalty_offsets,
-    output_token_ids,
-    output_offsets,
-    seeds,
-    counters,
-    num_top,
-    out_ids,
-    out_logprobs,
-    out_top_ids,
-    out_top_logprobs,
-):
-    """Sample one token per row of logits [B, V] f32.
+def sample_rows(logits, params, num_top, out):
+    """Sample one token per row of logits [B, V] f32 with the RowParams params; results into the
+    SampledRows out.
 
-    Per-row parameters are arrays of length B. penalty_token_ids/penalty_offsets pack each row's
-    PROMPT token ids (row b: ids[offsets[b]:offsets[b+1]]; only read when its repetition penalty is
-    != 1), output_token_ids/output_offsets its OUTPUT token ids (read when any penalty is on).
-    The uniform of row b is seeded_uniform(seeds[b], counters[b]).
-
-    Writes out_ids[b] (sampled token), out_logprobs[b] (its raw log-probability) and the num_top best
-    (id, raw logprob) pairs of the raw distribution, best first (ties: lower id), in
-    out_top_ids/out_top_logprobs [B, max(num_top, 1)]; unused slots get id -1 and -inf.
+    Writes out.token_ids[b] (sampled token), out.logprobs[b] (its raw log-probability) and the
+    num_top best (id, raw logprob) pairs of the raw distribution, best first (ties: lower id), in
+    out.top_ids/out.top_logprobs; unused slots get id -1 and -inf.
     On return, rows with penalties hold the penalized logits (temperature not applied).
     """
     for b in numba.prange(logits.shape[0]):
-        _sample_row(
-            b, logits, temperature, top_k, top_p, min_p,
-            repetition_penalty, presence_penalty, frequency_penalty,
-            penalty_token_ids, penalty_offsets, output_token_ids, output_offsets,
-            seeds, counters, num_top, out_ids, out_logprobs, out_top_ids, out_top_logprobs,
-        )  # fmt: skip
+        _sample_row(b, logits, params, num_top, out)
 
 
 @jit
-def sample_rows_serial(
-    logits,
-    temperature,
-    top_k,
-    top_p,
-    min_p,
-    repetition_penalty,
-    presence_penalty,
-    frequency_penalty,
-    penalty_token_ids,
-    penalty_offsets,
-    output_token_ids,
-    output_offsets,
-    seeds,
-    counters,
-    num_top,
-    out_ids,
-    out_logprobs,
-    out_top_ids,
-    out_top_logprobs,
-):
+def sample_rows_serial(logits, params, num_top, out):
     """sample_rows on the calling thread only (B == 1 or tiny batches: no thread-pool wake-up)."""
     for b in range(logits.shape[0]):
-        _sample_row(
-            b, logits, temperature, top_k, top_p, min_p,
-            repetition_penalty, presence_penalty, frequency_penalty,
-            penalty_token_ids, penalty_offsets, output_token_ids, output_offsets,
-            seeds, counters, num_top, out_ids, out_logprobs, out_top_ids, out_top_logprobs,
-        )  # fmt: skip
+        _sample_row(b, logits, params, num_top, out)
 
 
 @parallel_jit

@@ -1,38 +1,22 @@
 """Stack the per-layer weights of a uniform model into [num_layers, ...] arrays.
 
-Why: the fused decoder (`model/fused_decoder.py`) runs every layer of a step in one compiled call,
-and a compiled function indexes layers in stacked arrays instead of Python objects. Stacking does
-not duplicate memory: the per-layer weights are rebuilt as views into the stacks.
+Why: `kernels/decoder_layer.decoder_layers` runs every layer of a step in one compiled call, and
+compiled code indexes layers in stacked arrays, not in Python objects. Stacking does not duplicate
+memory: the per-layer weights are rebuilt as views into the stacks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
+from pagedserve.kernels.decoder_layer import LayerParams, Linear
 from pagedserve.model.weight_layout import LinearWeight
-from pagedserve.model.weights import LayerWeights
+from pagedserve.model.weights import LayerWeights, ModelWeights
 
-_ROLES = ("qkv", "attn_output", "gate_up", "ffn_down")
-
-
-@dataclass(frozen=True)
-class StackedLinear:
-    codes: np.ndarray  # [L, NT, NG, ...] uint8: a LinearWeight's codes stacked (see weight_layout)
-    scale: np.ndarray  # [L, NT, NG, TILE] float32
-    minv: np.ndarray  # [L, NT, NG, TILE] float32
-
-
-@dataclass(frozen=True)
-class LayerStack:
-    attn_norm: np.ndarray  # [L, D]
-    ffn_norm: np.ndarray  # [L, D]
-    qkv_bias: np.ndarray  # [L, q_size + 2 kv_size], or [L, 0] without bias
-    qkv: StackedLinear
-    attn_output: StackedLinear
-    gate_up: StackedLinear
-    ffn_down: StackedLinear
+_MATRICES = ("qkv", "attn_output", "gate_up", "ffn_down")
+_VECTORS = ("attn_norm", "qkv_bias", "q_norm", "k_norm", "post_attn_norm", "ffn_norm", "post_ffn_norm")
 
 
 def _uniform(weights: list[LinearWeight]) -> bool:
@@ -43,43 +27,44 @@ def _uniform(weights: list[LinearWeight]) -> bool:
     )
 
 
-def stack_layers(layers: tuple[LayerWeights, ...]) -> tuple[LayerStack | None, tuple[LayerWeights, ...]]:
-    """(stack, layers as views into it), or (None, layers unchanged) when the model is not uniform.
+def _stackable(layers: tuple[LayerWeights, ...]) -> bool:
+    """q/k/v and gate/up fused, every matrix role quantized with one layout across all layers, and
+    each optional vector present in all layers or in none."""
+    if any(lw.qkv_split or lw.gate_up_split for lw in layers):
+        return False
+    if not all(_uniform([getattr(lw, role) for lw in layers]) for role in _MATRICES):
+        return False
+    return all(len({getattr(lw, name) is None for lw in layers}) == 1 for name in _VECTORS)
 
-    Uniform means: plain pre-norm blocks (no QK-norm or post-norms), q/k/v and gate/up fused, and
-    every role quantized with one layout across all layers.
-    """
-    if any(lw.qkv_split or lw.gate_up_split or lw.q_norm is not None or lw.post_attn_norm is not None
-           or lw.post_ffn_norm is not None for lw in layers):
-        return None, layers
-    if not all(_uniform([getattr(lw, role) for lw in layers]) for role in _ROLES):
-        return None, layers
-    if len({lw.qkv_bias is None for lw in layers}) != 1:
-        return None, layers
-    stacked = {}
-    for role in _ROLES:
+
+def _stacked_vector(layers: tuple[LayerWeights, ...], name: str) -> np.ndarray:
+    """[L, n], or [L, 0] when the layers have no such vector."""
+    if getattr(layers[0], name) is None:
+        return np.zeros((len(layers), 0), dtype=np.float32)
+    return np.stack([getattr(lw, name) for lw in layers])
+
+
+def stack_layers(weights: ModelWeights) -> ModelWeights:
+    """The weights with `stack` set and the layers rebuilt as views into it, or unchanged when the
+    layers are not uniform (they then run one compiled call each)."""
+    layers = weights.layers
+    if not _stackable(layers):
+        return weights
+    matrices = {}
+    for role in _MATRICES:
         parts = [getattr(lw, role) for lw in layers]
-        stacked[role] = StackedLinear(np.stack([w.codes for w in parts]), np.stack([w.scale for w in parts]),
-                                      np.stack([w.minv for w in parts]))
-    has_bias = layers[0].qkv_bias is not None
-    bias = (np.stack([lw.qkv_bias for lw in layers]) if has_bias
-            else np.zeros((len(layers), 0), dtype=np.float32))
-    stack = LayerStack(
-        attn_norm=np.stack([lw.attn_norm for lw in layers]),
-        ffn_norm=np.stack([lw.ffn_norm for lw in layers]),
-        qkv_bias=bias,
-        **stacked,
-    )
+        matrices[role] = Linear(np.stack([w.codes for w in parts]), np.stack([w.scale for w in parts]),
+                                np.stack([w.minv for w in parts]), parts[0].num_out)
+    vectors = {name: _stacked_vector(layers, name) for name in _VECTORS}
+    stack = LayerParams(**vectors, **{role: (m,) for role, m in matrices.items()})
     views = []
     for i, lw in enumerate(layers):
         changes = {
-            role: replace(getattr(lw, role), codes=stacked[role].codes[i], scale=stacked[role].scale[i],
-                          minv=stacked[role].minv[i])
-            for role in _ROLES
+            role: replace(getattr(lw, role), codes=m.codes[i], scale=m.scale[i], minv=m.minv[i])
+            for role, m in matrices.items()
         }
-        changes["attn_norm"] = stack.attn_norm[i]
-        changes["ffn_norm"] = stack.ffn_norm[i]
-        if has_bias:
-            changes["qkv_bias"] = bias[i]
+        for name, stacked in vectors.items():
+            if getattr(lw, name) is not None:
+                changes[name] = stacked[i]
         views.append(replace(lw, **changes))
-    return stack, tuple(views)
+    return replace(weights, layers=tuple(views), stack=stack)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pagedserve.model.config import SUPPORTED_ARCHITECTURES, ModelConfig, config_from_metadata
 from pagedserve.model.gguf_file import ModelLoadError, read_gguf
+from pagedserve.model.layer_stack import stack_layers
 from pagedserve.model.tokenizer import Tokenizer, load_tokenizer
 from pagedserve.model.weights import ModelWeights, dominant_format, load_weights
 
@@ -51,7 +52,7 @@ def load_model(path: str) -> LoadedModel:
                              f"{tokenizer.vocab_size} rows (one per tokenizer token)")
     config = config_from_metadata(meta, dominant_format(gguf), vocab_size=embd.shape[0])
     try:
-        weights = load_weights(gguf, config)
+        weights = stack_layers(load_weights(gguf, config))
     except ModelLoadError:
         raise
     except (ValueError, IndexError) as e:

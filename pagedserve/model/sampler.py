@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pagedserve.kernels.sampling import log_softmax_topk, sample_rows, sample_rows_serial
+from pagedserve.kernels.sampling import RowParams, SampledRows, log_softmax_topk, sample_rows, sample_rows_serial
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.sampled_token import SampledToken
 
@@ -78,24 +78,19 @@ class Sampler:
 
         num_top = max((p.logprobs for p in params), default=0)
         width = max(num_top, 1)
-        out_ids = np.empty(B, np.int32)
-        out_lp = np.empty(B, np.float32)
-        out_top_ids = np.empty((B, width), np.int32)
-        out_top_lp = np.empty((B, width), np.float32)
+        rows = RowParams(temperature, top_k, top_p, min_p, rep, pres, freq, pen_ids, pen_off, out_ids_packed,
+                         out_off, seed_arr, counters)
+        out = SampledRows(np.empty(B, np.int32), np.empty(B, np.float32), np.empty((B, width), np.int32),
+                          np.empty((B, width), np.float32))
         # One row (or a tiny batch): stay on this thread, waking the pool costs more than it saves.
         kernel = sample_rows_serial if B == 1 or B * logits.shape[1] <= 1 << 16 else sample_rows
-        kernel(
-            logits, temperature, top_k, top_p, min_p, rep, pres, freq,
-            pen_ids, pen_off, out_ids_packed, out_off,
-            seed_arr, counters, num_top,
-            out_ids, out_lp, out_top_ids, out_top_lp,
-        )  # fmt: skip
+        kernel(logits, rows, num_top, out)
 
-        ids_l = out_ids.tolist()
-        lp_l = out_lp.tolist()
+        ids_l = out.token_ids.tolist()
+        lp_l = out.logprobs.tolist()
         if num_top:
-            top_ids_l = out_top_ids.tolist()
-            top_lp_l = out_top_lp.tolist()
+            top_ids_l = out.top_ids.tolist()
+            top_lp_l = out.top_logprobs.tolist()
         result = []
         for b, p in enumerate(params):
             n = p.logprobs

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pagedserve.kernels.decoder_layer import LayerParams, Linear
 from pagedserve.model.config import ModelConfig
 from pagedserve.model.gguf_file import GGUFFile, GGUFTensor, ModelLoadError
 from pagedserve.model.weight_formats import SUPPORTED_FORMATS, dequantize
@@ -29,6 +30,34 @@ class LayerWeights:
     ffn_down: LinearWeight  # [D, F]
     post_ffn_norm: np.ndarray | None  # [D] (gemma3)
 
+    def params(self) -> LayerParams:
+        """The arrays of this layer as the compiled layer body takes them (no copy)."""
+        return LayerParams(
+            attn_norm=self.attn_norm,
+            qkv=_linear_parts(self.qkv, self.qkv_split),
+            qkv_bias=_or_empty(self.qkv_bias),
+            q_norm=_or_empty(self.q_norm),
+            k_norm=_or_empty(self.k_norm),
+            attn_output=_linear_parts(self.attn_output),
+            post_attn_norm=_or_empty(self.post_attn_norm),
+            ffn_norm=self.ffn_norm,
+            gate_up=_linear_parts(self.gate_up, self.gate_up_split),
+            ffn_down=_linear_parts(self.ffn_down),
+            post_ffn_norm=_or_empty(self.post_ffn_norm),
+        )
+
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def _or_empty(vector: np.ndarray | None) -> np.ndarray:
+    return _EMPTY if vector is None else vector
+
+
+def _linear_parts(fused: LinearWeight, split: tuple[LinearWeight, ...] = ()) -> tuple[Linear, ...]:
+    """A projection as the kernels take it: its unfused parts when there are any, else the one matrix."""
+    return tuple(Linear(w.codes, w.scale, w.minv, w.num_out) for w in (split or (fused,)))
+
 
 @dataclass(frozen=True)
 class ModelWeights:
@@ -37,7 +66,7 @@ class ModelWeights:
     output_norm: np.ndarray  # [D]
     layers: tuple[LayerWeights, ...]
     rope_freq_factors: np.ndarray | None  # [rope_dim / 2] (Llama 3.1 style rope_freqs)
-    stack: "LayerStack | None" = None  # the layers as [L, ...] arrays when the model is uniform
+    stack: LayerParams | None = None  # the layers as [L, ...] arrays when the model is uniform
 
     @property
     def nbytes(self) -> int:
@@ -144,14 +173,10 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
     if "output.weight" in gguf.tensors:
         output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)))
     factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
-    from pagedserve.model.layer_stack import stack_layers  # layer_stack builds on LayerWeights defined here
-
-    stack, stacked_layers = stack_layers(tuple(layers))
     return ModelWeights(
         token_embedding=embedding,
         output=output,
         output_norm=_vector(gguf, "output_norm.weight", d),
-        layers=stacked_layers,
+        layers=tuple(layers),
         rope_freq_factors=factors,
-        stack=stack,
     )

@@ -2,9 +2,23 @@
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
-from pagedserve.kernels.attention_simd import exp_lanes
+from pagedserve.kernels.attention_simd import _VF, vector_exp
 from pagedserve.kernels.fast_exp import exp_f32, f32_from_bits
+
+
+@intrinsic
+def exp_lanes(typingctx, src_addr, dst_addr):
+    """dst[0:16] = vector_exp(src[0:16]) for float32 arrays at the given addresses."""
+
+    def codegen(context, builder, signature, args):
+        src = builder.load(builder.inttoptr(args[0], _VF.as_pointer()), align=4)
+        builder.store(vector_exp(builder, src), builder.inttoptr(args[1], _VF.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
 
 
 @numba.njit

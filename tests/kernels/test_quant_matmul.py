@@ -12,40 +12,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType
 
 from pagedserve.kernels.int16_dot import HAS_VNNI
 from pagedserve.kernels.quant_matmul import quantize_activations
 from pagedserve.model.forward import embed
-from pagedserve.model.gguf_file import GGUFTensor
 from pagedserve.model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
 from pagedserve.model.weight_layout import build_linear, matmul
-from tests.model.test_weight_formats import random_blocks
-
-
-def make_tensor(fmt: str, num_out: int, num_in: int, seed: int) -> GGUFTensor:
-    if fmt in ("F32", "F16", "BF16"):
-        values = np.random.default_rng(seed).standard_normal((num_out, num_in)).astype(np.float32)
-        data = values if fmt == "F32" else values.astype(np.float16).view(np.uint8) if fmt == "F16" \
-            else (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
-        return GGUFTensor("w", fmt, (num_out, num_in), data)
-    per_block, _ = gguf.GGML_QUANT_SIZES[GGMLQuantizationType[fmt]]
-    raw = random_blocks(fmt, num_out, num_in // per_block, seed)
-    return GGUFTensor("w", fmt, (num_out, num_in), raw)
-
-
-def numpy_quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The documented activation rounding in NumPy float32: (xq [M, K] float64, dx [M, K/32])."""
-    m, k = x.shape
-    blocks = x.reshape(m, k // 32, 32)
-    dx = np.abs(blocks).max(axis=2) / np.float32(32767.0)  # float32
-    with np.errstate(divide="ignore"):
-        inv = np.where(dx > 0, np.float32(1.0) / dx, np.float32(0.0)).astype(np.float32)
-    xq = np.clip(np.rint(blocks * inv[:, :, None]), -32767, 32767)
-    return xq.reshape(m, k).astype(np.float64), dx
+from tests.kernels.helpers import make_tensor, matmul_layouts_case, numpy_quantize
 
 
 def test_quantize_activations_matches_numpy():
@@ -114,24 +89,15 @@ _PORTABLE_SCRIPT = """
 import sys
 import numpy as np
 from pagedserve.kernels.int16_dot import HAS_VNNI
-from tests.kernels.test_quant_matmul import portable_case
+from tests.kernels.helpers import matmul_layouts_case
 assert not HAS_VNNI
-np.save(sys.argv[1], portable_case())
+np.save(sys.argv[1], matmul_layouts_case())
 """
 
 
-def portable_case() -> np.ndarray:
-    """Outputs of every code layout (q4 packed, q8 with groups of 32 and 16) for 7 rows."""
-    outs = []
-    for fmt, num_in in (("Q4_1", 160), ("Q8_0", 160), ("Q6_K", 256)):
-        weight = build_linear(make_tensor(fmt, 70, num_in, seed=11))
-        x = np.random.default_rng(12).standard_normal((7, num_in)).astype(np.float32)
-        out = np.empty((7, 70), np.float32)
-        outs.append(matmul(x, weight, out))
-    return np.concatenate(outs, axis=1)
-
-
 @pytest.mark.slow
+@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI: its native path is the portable "
+                    "path, so the comparison would compare the portable path with itself")
 def test_portable_integer_path_gives_identical_results(tmp_path):
     """The path for CPUs without AVX-512 VNNI (forced in a subprocess with its own kernel cache)
     computes the same integer sums, so the same bits, as the path this machine runs."""
@@ -139,7 +105,7 @@ def test_portable_integer_path_gives_identical_results(tmp_path):
     result = tmp_path / "portable.npy"
     subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT, str(result)], env=env, check=True,
                    cwd=Path(__file__).resolve().parents[2], timeout=600)
-    np.testing.assert_array_equal(np.load(result), portable_case())
+    np.testing.assert_array_equal(np.load(result), matmul_layouts_case())
 
 
 @pytest.mark.parametrize("fmt,half", [("Q4_1", True), ("Q8_0", True), ("Q5_0", True), ("Q4_K", False),

@@ -1,11 +1,19 @@
-"""apply_rope against NumPy references (exact float32 recipe, and float64 math)."""
+"""rope_table + apply_rope_table against NumPy references (exact float32 recipe, and float64 math)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pagedserve.kernels.rope import apply_rope
+from pagedserve.kernels.rope import apply_rope_table, rope_table
+
+
+def apply_rope(x, positions, inv_freq, neox):
+    """Rotate x [T, H, Dh] in place as the model does: the step's table, then the rotation."""
+    cos = np.empty((x.shape[0], inv_freq.shape[0]), np.float32)
+    sin = np.empty((x.shape[0], inv_freq.shape[0]), np.float32)
+    rope_table(positions, inv_freq, cos, sin)
+    apply_rope_table(x, cos, sin, neox)
 
 
 def inv_freq_of(rot_dim, base=10000.0):

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pagedserve.kernels.sampling import log_softmax_topk, sample_rows, sample_rows_serial, seeded_uniform
+from pagedserve.kernels.sampling import (RowParams, SampledRows, log_softmax_topk, sample_rows, sample_rows_serial,
+                                         seeded_uniform)
 
 # ----------------------------------------------------------------------------- NumPy references
 
@@ -99,32 +100,15 @@ def run(
     p_ids, p_off = pack(prompts)
     o_ids, o_off = pack(outputs)
     width = max(num_top, 1)
-    out_ids = np.empty(B, np.int32)
-    out_lp = np.empty(B, np.float32)
-    out_tid = np.empty((B, width), np.int32)
-    out_tlp = np.empty((B, width), np.float32)
-    kernel(
-        logits,
-        col(temperature, np.float32),
-        col(top_k, np.int32),
-        col(top_p, np.float32),
-        col(min_p, np.float32),
-        col(rep, np.float32),
-        col(pres, np.float32),
-        col(freq, np.float32),
-        p_ids,
-        p_off,
-        o_ids,
-        o_off,
-        col(seeds, np.uint64),
-        col(counters, np.int64),
-        num_top,
-        out_ids,
-        out_lp,
-        out_tid,
-        out_tlp,
+    params = RowParams(
+        col(temperature, np.float32), col(top_k, np.int32), col(top_p, np.float32), col(min_p, np.float32),
+        col(rep, np.float32), col(pres, np.float32), col(freq, np.float32), p_ids, p_off, o_ids, o_off,
+        col(seeds, np.uint64), col(counters, np.int64),
     )
-    return out_ids, out_lp, out_tid, out_tlp
+    out = SampledRows(np.empty(B, np.int32), np.empty(B, np.float32), np.empty((B, width), np.int32),
+                      np.empty((B, width), np.float32))
+    kernel(logits, params, num_top, out)
+    return out
 
 
 def chi_square_ok(samples, probs):

@@ -7,24 +7,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
 from pagedserve.model.weight_formats import QUANT_FORMATS, dequantize
-
-# byte offsets of the f16 scale fields inside one block, per format
-_F16_FIELDS = {
-    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
-    "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
-}
-
-
-def random_blocks(fmt: str, num_rows: int, num_blocks: int, seed: int) -> np.ndarray:
-    """Random bytes for [num_rows, num_blocks] blocks of `fmt`, with finite f16 scales."""
-    rng = np.random.default_rng(seed)
-    _, nbytes = gguf.GGML_QUANT_SIZES[GGMLQuantizationType[fmt]]
-    raw = rng.integers(0, 256, size=(num_rows, num_blocks, nbytes), dtype=np.uint8)
-    for off in _F16_FIELDS[fmt]:
-        halves = rng.uniform(-2, 2, size=(num_rows, num_blocks)).astype(np.float16)
-        raw[..., off:off + 2] = halves.view(np.uint8).reshape(num_rows, num_blocks, 2)
-    return raw.reshape(num_rows, num_blocks * nbytes)
-
+from tests.kernels.helpers import random_blocks
 
 @pytest.mark.parametrize("fmt", QUANT_FORMATS)
 @pytest.mark.parametrize("num_rows,num_blocks", [(1, 1), (3, 2), (7, 5)])
