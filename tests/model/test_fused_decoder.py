@@ -3,23 +3,21 @@
 import numpy as np
 import pytest
 
-from pagedserve.worker.model_runner import build_metadata
-from pagedserve.sampling_params import SamplingParams
-from pagedserve.scheduler.step_io import ScheduledRequest, SchedulerOutput
+from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 
 
-def _step(prompt_len: int, decode_contexts: list[int]) -> SchedulerOutput:
+def _step(prompt_len: int, decode_contexts: list[int]) -> list[SequenceChunk]:
     """A mixed batch: one prefill chunk plus single-token decodes at the given context lengths."""
     rng = np.random.default_rng(prompt_len)
-    reqs = [ScheduledRequest("p", rng.integers(100, 9000, prompt_len).tolist(), 0,
-                             (list(range(1, 1 + -(-prompt_len // 16))),), True, SamplingParams(), (), ())]
+    reqs = [SequenceChunk(rng.integers(100, 9000, prompt_len).tolist(), 0,
+                          (list(range(1, 1 + -(-prompt_len // 16))),))]
     next_block = 1 + -(-prompt_len // 16)
     for i, ctx in enumerate(decode_contexts):
         n = -(-ctx // 16)
-        reqs.append(ScheduledRequest(f"d{i}", [int(rng.integers(100, 9000))], ctx - 1,
-                                     (list(range(next_block, next_block + n)),), True, SamplingParams(), (), ()))
+        reqs.append(SequenceChunk([int(rng.integers(100, 9000))], ctx - 1,
+                                  (list(range(next_block, next_block + n)),)))
         next_block += n
-    return SchedulerOutput(tuple(reqs))
+    return reqs
 
 
 @pytest.mark.parametrize("kv_dtype", ["f32", "f16"])
