@@ -122,3 +122,17 @@ def test_runner_state_equals_full_history_through_chunks_preemption_prefix_hits_
     assert stats.num_preemptions > 0 and stats.num_window_freed_blocks > 0 and stats.num_prefix_hit_tokens > 0
     assert any(start > 0 and n > 1 for batch in runner.batches for _, start, n in batch)  # a later prefill chunk
     assert len(runner.outputs) == stats.num_steps  # every step checked
+
+
+def test_drops_of_a_failed_step_are_sent_again():
+    engine, runner = create_engine()
+    runner.fail_on_call = 2  # raises before looking at the step, so it drops nothing
+    engine.add_request([1, 2], SamplingParams(temperature=0.0, max_tokens=1), request_id="a")
+    engine.add_request([3, 4], SamplingParams(temperature=0.0, max_tokens=6), request_id="b")
+    engine.step()  # "a" finishes
+    [failed] = engine.step()
+    assert failed.request_id == "b" and failed.finish_reason == "error"
+    assert runner.outputs[-1].finished_request_ids == ("a",)
+    [later] = engine.generate([[5, 6]], SamplingParams(temperature=0.0, max_tokens=2))
+    assert runner.outputs[2].finished_request_ids == ("a", "b")
+    assert runner.states.request_ids() == {later.request_id}  # checked against the scheduler each step too
