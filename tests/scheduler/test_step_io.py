@@ -2,6 +2,7 @@
 
 from pagedserve.sampled_token import SampledToken
 from pagedserve.sampling_params import SamplingParams
+from pagedserve.scheduler.request import Request
 from pagedserve.scheduler.step_io import RunnerOutput
 from tests.scheduler.factories import create_config, create_engine, create_requests, create_scheduler, expected_tokens
 from tests.scheduler.test_scheduler import run_step
@@ -68,18 +69,14 @@ def test_window_sends_the_count_of_leading_null_blocks():
 def test_prefix_hit_blocks_arrive_with_the_new_request_and_the_drop_waits_for_a_running_step():
     s = create_scheduler(block_size=4)
     shared = list(range(1, 13))
-    [first] = create_requests(1, max_tokens=1)
-    first.prompt_token_ids[:] = shared + [20]
-    first.__post_init__()
+    one_token = SamplingParams(temperature=0.0, max_tokens=1)
+    first = Request("0", shared + [20], one_token)
     s.add_request(first)
     out, _ = run_step(s)
     first_blocks = list(out.scheduled[0].new_block_ids[0][:3])  # cached when "0" finished
     assert first.is_finished
     assert s.schedule().scheduled == ()  # nothing to run: the drop of "0" waits
-    [second] = create_requests(1, start_id=1, max_tokens=1)
-    second.prompt_token_ids[:] = shared + [30]
-    second.__post_init__()
-    s.add_request(second)
+    s.add_request(Request("1", shared + [30], one_token))
     out, _ = run_step(s)
     assert out.finished_request_ids == ("0",)
     assert [n.request_id for n in out.new_requests] == ["1"]
