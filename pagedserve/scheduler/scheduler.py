@@ -18,6 +18,7 @@ from pagedserve.cache.kv_cache_manager import KVCacheManager
 from pagedserve.scheduler.engine_config import EngineConfig
 from pagedserve.scheduler.request import Request, RequestOutput, RequestStatus
 from pagedserve.scheduler.request_queue import WaitingQueue
+from pagedserve.scheduler.runner_sync import RunnerSync
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.step_io import RunnerOutput, ScheduledRequest, SchedulerOutput
 from pagedserve.scheduler.stop_checker import DetokenizerFactory, StopChecker
@@ -38,6 +39,7 @@ class Scheduler:
         self.detokenizer_factory = detokenizer_factory
         self.clock = clock
         self.kv = KVCacheManager(config.kv_cache_spec, config.enable_prefix_caching)
+        self.runner_sync = RunnerSync(self.kv)  # what the runner holds: steps send only diffs
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.waiting = WaitingQueue(config.scheduling_policy)
         self.running: list[Request] = []  # admission order
@@ -173,7 +175,17 @@ class Scheduler:
             grants[request.request_id] = num_new
             budget -= num_new
 
-        return SchedulerOutput(tuple(self._scheduled(self.requests[rid], n) for rid, n in grants.items()))
+        if not grants:
+            return SchedulerOutput()  # drops wait for a step that runs
+        new_requests = []
+        for rid in grants:
+            if not self.runner_sync.holds(rid):
+                new_requests.append(self.runner_sync.new_request(self.requests[rid]))
+        return SchedulerOutput(
+            scheduled=tuple(self._scheduled(self.requests[rid], n) for rid, n in grants.items()),
+            new_requests=tuple(new_requests),
+            finished_request_ids=self.runner_sync.take_dropped(),
+        )
 
     def update_from_output(self, scheduler_output: SchedulerOutput, runner_output: RunnerOutput) -> list[RequestOutput]:
         """Apply a step's results: advance, append sampled tokens, stop, free, cache full blocks."""
@@ -182,7 +194,7 @@ class Scheduler:
             request = self.requests.get(scheduled.request_id)
             if request is None or request.status is not RequestStatus.RUNNING:
                 continue  # aborted while the step ran
-            request.num_computed_tokens += len(scheduled.new_token_ids)
+            request.num_computed_tokens += scheduled.num_new_tokens
             prompt_logprobs = self._collect_prompt_logprobs(request, scheduled, runner_output)
             self.kv.cache_full_blocks(request)
             changes: dict = {}
@@ -205,6 +217,7 @@ class Scheduler:
     def fail_step(self, scheduler_output: SchedulerOutput) -> list[RequestOutput]:
         """The runner raised: every live request of the step finishes with "error"."""
         outputs, self._pending_outputs = self._pending_outputs, []
+        self.runner_sync.step_failed(scheduler_output.finished_request_ids)
         for scheduled in scheduler_output.scheduled:
             request = self.requests.get(scheduled.request_id)
             if request is not None:
@@ -229,15 +242,10 @@ class Scheduler:
         else:
             self.num_prefill_tokens_last_step += num_new
         params = request.sampling_params
-        return ScheduledRequest(
-            request_id=request.request_id,
-            new_token_ids=tuple(request.all_token_ids[start:end]),
-            start_position=start,
-            block_tables=tuple(tuple(t) for t in self.kv.block_tables(request.request_id)),
+        return self.runner_sync.scheduled(
+            request,
+            num_new,
             sample=end == request.num_tokens and params.max_tokens > 0,
-            sampling_params=params,
-            prompt_token_ids=tuple(request.prompt_token_ids),
-            output_token_ids=tuple(request.output_token_ids),
             want_prompt_logprobs=params.prompt_logprobs > 0
             and not request.prompt_logprobs_delivered
             and start < request.num_prompt_tokens,
@@ -252,6 +260,7 @@ class Scheduler:
         """Recompute preemption: free the blocks, keep the tokens, go back to waiting."""
         self.running.remove(request)
         self.kv.free(request)
+        self.runner_sync.forget(request.request_id)
         request.num_computed_tokens = 0
         request.status = RequestStatus.PREEMPTED
         request.num_preemptions += 1
@@ -287,6 +296,7 @@ class Scheduler:
         else:
             self.waiting.remove(request)
         self.kv.free(request)
+        self.runner_sync.forget(request.request_id)
         request.status = status
         request.finish_time = self.clock()
         self.requests.pop(request.request_id, None)

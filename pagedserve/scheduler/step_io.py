@@ -1,7 +1,15 @@
 """What passes between the scheduler and the model runner in one step.
 
-The scheduler owns request state; the runner keeps nothing between steps. It turns a
-`SchedulerOutput` into flat arrays, runs the model and returns a `RunnerOutput`.
+The runner keeps a state per request it is running (prompt ids, output ids, block tables), so a
+step sends only what changed, as vLLM v1's NewRequestData / CachedRequestData do:
+- `NewRequestData` carries a request's history once: when it is first admitted, and again when it
+  resumes after a preemption (the runner dropped it when it was preempted).
+- `ScheduledRequest` (one per request in the batch) carries the diffs since the runner last saw
+  the request: block ids appended per KV group, how many leading entries a sliding window has
+  since replaced by the null block, and the output ids the scheduler appended.
+- `finished_request_ids` lists requests finished or preempted since the last output: the runner
+  drops their state.
+A step therefore costs the same whatever the requests' context lengths.
 """
 
 from __future__ import annotations
@@ -14,34 +22,60 @@ from pagedserve.sampling_params import SamplingParams
 
 
 @dataclass(frozen=True)
-class ScheduledRequest:
-    """One request's share of a step: compute `new_token_ids` at positions start_position...
+class NewRequestData:
+    """A request the runner holds nothing for. Its block ids follow in its `ScheduledRequest`.
 
-    `block_tables[g]` lists the physical block ids of KV-cache group g covering positions
-    [0, start_position + len(new_token_ids)); entries of blocks freed by a sliding window are the
-    null block id (0). `sample` is True when this chunk ends at the last known token, so the
-    runner samples one new token for it. `output_token_ids` / `prompt_token_ids` feed the
-    penalties; `num_output_tokens` is the seeded generator's counter.
+    `output_token_ids` is empty at first admission and holds the kept outputs on a resume after
+    preemption.
     """
 
     request_id: str
-    new_token_ids: Sequence[int]
-    start_position: int
-    block_tables: tuple[Sequence[int], ...]
-    sample: bool
-    sampling_params: SamplingParams
     prompt_token_ids: Sequence[int]
     output_token_ids: Sequence[int]
+    sampling_params: SamplingParams
+
+
+@dataclass(frozen=True)
+class ScheduledRequest:
+    """One request's share of a step: compute `num_new_tokens` tokens from `start_position` on.
+
+    The tokens are the request's own (prompt then outputs) at those positions, which the runner
+    holds once it has applied this step's diffs:
+    - `new_block_ids[g]`: block ids appended to the request's block table of KV group g, so that
+      the table covers positions [0, start_position + num_new_tokens);
+    - `num_null_blocks[g]`: how many leading entries of that table are now the null block 0
+      (blocks a sliding window freed; never decreases while the runner holds the request);
+    - `new_output_token_ids`: output ids the scheduler appended since the runner last saw it.
+    `sample` is True when the chunk ends at the last known token, so the runner samples one new
+    token for it.
+    """
+
+    request_id: str
+    start_position: int
+    num_new_tokens: int
+    new_block_ids: tuple[Sequence[int], ...]
+    num_null_blocks: tuple[int, ...]
+    new_output_token_ids: Sequence[int]
+    sample: bool
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions of this chunk
 
 
 @dataclass(frozen=True)
 class SchedulerOutput:
-    scheduled: tuple[ScheduledRequest, ...]
+    """One step: `scheduled` in batch order; `new_requests` for those the runner must first add.
+
+    The runner applies, in this order: drop `finished_request_ids`, add `new_requests`, apply the
+    diffs of `scheduled`. An output with nothing scheduled carries nothing (its drops wait for the
+    next one), so a caller may skip running it.
+    """
+
+    scheduled: tuple[ScheduledRequest, ...] = ()
+    new_requests: tuple[NewRequestData, ...] = ()
+    finished_request_ids: tuple[str, ...] = ()
 
     @property
     def num_batched_tokens(self) -> int:
-        return sum(len(r.new_token_ids) for r in self.scheduled)
+        return sum(r.num_new_tokens for r in self.scheduled)
 
 
 @dataclass

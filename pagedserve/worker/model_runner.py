@@ -1,8 +1,9 @@
-"""The model runner: one scheduler step in, sampled tokens out. Keeps nothing between steps.
+"""The model runner: one scheduler step in, sampled tokens out.
 
-It flattens a `SchedulerOutput` into the packed arrays the kernels take (token ids, positions,
+It keeps each running request's history and block tables (`RequestStates`), updated from the
+step's diffs, flattens the batch into the packed arrays the kernels take (token ids, positions,
 slot mappings, block tables, query offsets), runs the forward pass, computes logits only for the
-rows that need them and samples.
+rows that need them and samples (penalties read the history it holds).
 """
 
 from __future__ import annotations
@@ -13,41 +14,12 @@ import numpy as np
 
 from pagedserve.cache.kv_cache_spec import KVCacheSpec
 from pagedserve.cache.kv_store import KVStore
-from pagedserve.model.forward import AttentionMetadata, Transformer
+from pagedserve.model.forward import Transformer
 from pagedserve.model.loader import LoadedModel
 from pagedserve.model.sampler import Sampler
 from pagedserve.scheduler.step_io import RunnerOutput, SchedulerOutput
-
-
-def build_metadata(scheduler_output: SchedulerOutput, block_size: int, num_groups: int
-                   ) -> tuple[np.ndarray, AttentionMetadata]:
-    """token_ids [T] int32 and the attention metadata of a step."""
-    reqs = scheduler_output.scheduled
-    num_seqs = len(reqs)
-    lens = np.fromiter((len(r.new_token_ids) for r in reqs), np.int64, num_seqs)
-    qsl = np.zeros(num_seqs + 1, dtype=np.int32)
-    np.cumsum(lens, out=qsl[1:])
-    num_tokens = int(qsl[-1])
-    token_ids = np.empty(num_tokens, dtype=np.int32)
-    positions = np.empty(num_tokens, dtype=np.int64)
-    seq_lens = np.empty(num_seqs, dtype=np.int32)
-    for s, r in enumerate(reqs):
-        a, b = qsl[s], qsl[s + 1]
-        token_ids[a:b] = r.new_token_ids
-        positions[a:b] = np.arange(r.start_position, r.start_position + (b - a))
-        seq_lens[s] = r.start_position + (b - a)
-    tables, slots = [], []
-    for g in range(num_groups):
-        width = max(1, max(len(r.block_tables[g]) for r in reqs))
-        table = np.zeros((num_seqs, width), dtype=np.int32)
-        for s, r in enumerate(reqs):
-            table[s, :len(r.block_tables[g])] = r.block_tables[g]
-        seq_of_token = np.repeat(np.arange(num_seqs), lens)
-        blocks = table[seq_of_token, positions // block_size].astype(np.int64)
-        slots.append(blocks * block_size + positions % block_size)
-        tables.append(table)
-    meta = AttentionMetadata(positions, qsl, seq_lens, tuple(tables), tuple(slots))
-    return token_ids, meta
+from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
+from pagedserve.worker.request_state import RequestStates
 
 
 class ModelRunnerImpl:
@@ -60,17 +32,23 @@ class ModelRunnerImpl:
         self.transformer = Transformer(model.config, model.weights, self.kv_store)
         self.sampler = Sampler(model.config.vocab_size, rng_seed=seed)
         self.seed = seed
+        self.states = RequestStates(kv_spec.num_groups, self._default_seed)
 
     def _default_seed(self, request_id: str) -> int:
-        # Stateless yet stable per request: an unseeded request draws from its own stream.
+        # Stable per request id (also across a preemption): an unseeded request draws from its own stream.
         return zlib.crc32(request_id.encode()) ^ (self.seed * 0x9E3779B97F4A7C15 & ((1 << 63) - 1))
 
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
+        states = self.states.update(scheduler_output)
         reqs = scheduler_output.scheduled
         if not reqs:
             return RunnerOutput(sampled={})
-        token_ids, meta = build_metadata(scheduler_output, self.kv_spec.block_size,
-                                         self.kv_spec.num_groups)
+        chunks = [
+            SequenceChunk(state.token_ids.ids[r.start_position:r.start_position + r.num_new_tokens],
+                          r.start_position, state.block_table_rows())
+            for state, r in zip(states, reqs)
+        ]
+        token_ids, meta = build_metadata(chunks, self.kv_spec.block_size, self.kv_spec.num_groups)
         hidden = self.transformer.forward(token_ids, meta)
         qsl = meta.query_start_loc
 
@@ -86,18 +64,18 @@ class ModelRunnerImpl:
             return output
         logits = self.transformer.logits(hidden[np.asarray(rows)])
         if sample_idx:
-            chosen = [reqs[s] for s in sample_idx]
+            chosen = [states[s] for s in sample_idx]
             sampled = self.sampler.sample(
                 np.ascontiguousarray(logits[:len(sample_idx)]),
-                [r.sampling_params for r in chosen],
-                [r.prompt_token_ids for r in chosen],
-                [r.output_token_ids for r in chosen],
-                [self._default_seed(r.request_id) for r in chosen],
+                [state.sampling_params for state in chosen],
+                [state.prompt_token_ids for state in chosen],
+                [state.output_token_ids for state in chosen],
+                [state.seed for state in chosen],
             )
-            for r, tok in zip(chosen, sampled):
-                output.sampled[r.request_id] = tok
+            for state, tok in zip(chosen, sampled):
+                output.sampled[state.request_id] = tok
         for s, (start, n) in prompt_rows.items():
-            k = max(1, reqs[s].sampling_params.prompt_logprobs)
+            k = max(1, states[s].sampling_params.prompt_logprobs)
             block = np.ascontiguousarray(logits[start:start + n])
             output.prompt_logprobs[reqs[s].request_id] = Sampler.prompt_logprobs(block, k)
         return output

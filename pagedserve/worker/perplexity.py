@@ -13,9 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pagedserve.model.forward import Transformer
-from pagedserve.worker.model_runner import build_metadata
-from pagedserve.sampling_params import SamplingParams
-from pagedserve.scheduler.step_io import ScheduledRequest, SchedulerOutput
+from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 
 
 @dataclass(frozen=True)
@@ -40,9 +38,8 @@ def window_logits(transformer: Transformer, token_ids: list[int], block_size: in
     if num_blocks >= transformer.kv.spec.num_blocks:  # block 0 is the null block
         raise ValueError(f"a window of {len(token_ids)} tokens needs {num_blocks + 1} KV blocks; "
                          f"the cache has {transformer.kv.spec.num_blocks}")
-    tables = tuple(list(range(1, num_blocks + 1)) for _ in transformer.kv_groups())
-    req = ScheduledRequest("ppl", token_ids, 0, tables, False, SamplingParams(), token_ids, ())
-    ids, meta = build_metadata(SchedulerOutput((req,)), block_size, len(tables))
+    tables = tuple(np.arange(1, num_blocks + 1, dtype=np.int32) for _ in transformer.kv_groups())
+    ids, meta = build_metadata([SequenceChunk(token_ids, 0, tables)], block_size, len(tables))
     return transformer.logits(transformer.forward(ids, meta))
 
 

@@ -123,8 +123,7 @@ def test_batch_invariance_mixed_prefill_and_decode(make_engine, smollm2_tokenize
 
 def test_paged_decode_equals_full_pass(make_engine):
     """Logits of token-by-token decoding through the paged cache equal one full pass (< 1e-3)."""
-    from pagedserve.worker.model_runner import build_metadata
-    from pagedserve.scheduler.step_io import ScheduledRequest, SchedulerOutput
+    from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 
     transformer = make_engine(num_kv_blocks=64, block_size=4).runner.transformer
     ids = np.random.default_rng(1).integers(100, 20000, size=23).tolist()
@@ -133,8 +132,7 @@ def test_paged_decode_equals_full_pass(make_engine):
     prefix = 9
     steps = [(0, ids[:prefix])] + [(p, [ids[p]]) for p in range(prefix, len(ids))]
     for start, chunk in steps:
-        req = ScheduledRequest("r", chunk, start, (table,), True, SamplingParams(), ids, ())
-        tok, meta = build_metadata(SchedulerOutput((req,)), 4, 1)
+        tok, meta = build_metadata([SequenceChunk(chunk, start, (table,))], 4, 1)
         last = transformer.logits(transformer.forward(tok, meta)[-1:])[0]
         pos = start + len(chunk) - 1
         assert np.abs(last - full[pos]).max() < 1e-3

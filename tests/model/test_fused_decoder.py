@@ -7,26 +7,24 @@ import pytest
 from pagedserve.engine.engine_factory import EngineArgs, build_engine
 from pagedserve.kernels.decoder_layer import decoder_layer
 from pagedserve.model.loader import load_model
-from pagedserve.sampling_params import SamplingParams
-from pagedserve.scheduler.step_io import ScheduledRequest, SchedulerOutput
-from pagedserve.worker.model_runner import build_metadata
+from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 from pagedserve.worker.perplexity import window_logits
 from tests.model.reference_forward import ReferenceModel
 from tests.model.synthetic_gguf import SynthSpec, encode, model_metadata, model_tensors, write_gguf, write_model
 
 
-def _step(prompt_len: int, decode_contexts: list[int]) -> SchedulerOutput:
+def _step(prompt_len: int, decode_contexts: list[int]) -> list[SequenceChunk]:
     """A mixed batch: one prefill chunk plus single-token decodes at the given context lengths."""
     rng = np.random.default_rng(prompt_len)
-    reqs = [ScheduledRequest("p", rng.integers(100, 9000, prompt_len).tolist(), 0,
-                             (list(range(1, 1 + -(-prompt_len // 16))),), True, SamplingParams(), (), ())]
+    reqs = [SequenceChunk(rng.integers(100, 9000, prompt_len).tolist(), 0,
+                          (list(range(1, 1 + -(-prompt_len // 16))),))]
     next_block = 1 + -(-prompt_len // 16)
     for i, ctx in enumerate(decode_contexts):
         n = -(-ctx // 16)
-        reqs.append(ScheduledRequest(f"d{i}", [int(rng.integers(100, 9000))], ctx - 1,
-                                     (list(range(next_block, next_block + n)),), True, SamplingParams(), (), ()))
+        reqs.append(SequenceChunk([int(rng.integers(100, 9000))], ctx - 1,
+                                  (list(range(next_block, next_block + n)),)))
         next_block += n
-    return SchedulerOutput(tuple(reqs))
+    return reqs
 
 
 def _per_layer(transformer, interpreted: bool = False):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import pytest
+
 from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.scheduler.engine import EngineConfig, LLMEngine
 from pagedserve.scheduler.request import Request
@@ -11,6 +13,7 @@ from pagedserve.sampling_params import SamplingParams
 from pagedserve.scheduler.scheduler import Scheduler
 from pagedserve.sampled_token import SampledToken
 from pagedserve.scheduler.step_io import RunnerOutput, SchedulerOutput
+from pagedserve.worker.request_state import RequestStates
 
 VOCAB_SIZE = 101
 
@@ -47,13 +50,33 @@ class FakeDetokenizer:
         return ""
 
 
+def assert_runner_state_matches(states: RequestStates, scheduler: Scheduler, scheduler_output: SchedulerOutput) -> None:
+    """The runner's diff-built state equals what the old full-history step I/O would have sent.
+
+    Called during a step (after `schedule`, before `update_from_output`): for every scheduled
+    request, the prompt ids, output ids and block tables (null entries included) equal the
+    scheduler's Request and the KV cache manager's tables, and the runner holds exactly the
+    running requests (finished and preempted ones were dropped).
+    """
+    assert states.request_ids() == {r.request_id for r in scheduler.running}
+    for r in scheduler_output.scheduled:
+        truth, state = scheduler.requests[r.request_id], states[r.request_id]
+        assert state.prompt_token_ids.tolist() == truth.prompt_token_ids, r.request_id
+        assert state.output_token_ids.tolist() == truth.output_token_ids, r.request_id
+        assert r.start_position == truth.num_computed_tokens
+        tables = [row.tolist() for row in state.block_table_rows()]
+        assert tables == [list(t) for t in scheduler.kv.block_tables(r.request_id)], r.request_id
+
+
 class FakeRunner:
     """Deterministic 'model': next token = (sum of all context ids) % VOCAB_SIZE.
 
-    It also simulates the KV cache: it writes each new token id into its slot of every group's
-    blocks and, before sampling, reads the visible context back through the block tables and
-    checks it equals the request's tokens, so a wrong block table, a bad prefix hit or a block
-    reused too early fails loudly.
+    It keeps its request states from the scheduler's diffs as the real runner does (the same
+    `RequestStates`). It also simulates the KV cache: it writes each new token id into its slot of
+    every group's blocks and, before sampling, reads the visible context back through the block
+    tables and checks it equals the request's tokens, so a wrong block table, a bad prefix hit or a
+    block reused too early fails the test (pytest.fail, which the engine does not catch). With `scheduler` set (create_engine does), every step also
+    checks the states against the scheduler's truth (`assert_runner_state_matches`).
     """
 
     def __init__(self, config: EngineConfig, script: dict | None = None):
@@ -61,25 +84,40 @@ class FakeRunner:
         self.windows = [g.sliding_window for g in config.kv_cache_spec.groups]
         self.kv = [dict() for _ in self.windows]  # group -> {block_id: [token ids]}
         self.script = script or {}  # request_id -> list of tokens to emit instead
+        self.states = RequestStates(len(self.windows), seed_for=lambda request_id: 0)
+        self.scheduler: Scheduler | None = None
         self.num_calls = 0
         self.fail_on_call: int | None = None
         self.batches: list[list[tuple[str, int, int]]] = []  # (request_id, start, num_tokens)
+        self.outputs: list[SchedulerOutput] = []
 
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
         self.num_calls += 1
+        self.outputs.append(scheduler_output)
         if self.fail_on_call == self.num_calls:
             raise RuntimeError("runner exploded")
+        try:
+            return self._execute(scheduler_output)
+        except AssertionError as error:
+            # The engine turns a runner's exceptions into "error" outputs; a broken check must fail the test.
+            pytest.fail(f"FakeRunner check failed: {error!r}")
+
+    def _execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
+        states = self.states.update(scheduler_output)
+        if self.scheduler is not None:
+            assert_runner_state_matches(self.states, self.scheduler, scheduler_output)
         bs = self.block_size
-        self.batches.append([(r.request_id, r.start_position, len(r.new_token_ids)) for r in scheduler_output.scheduled])
+        self.batches.append([(r.request_id, r.start_position, r.num_new_tokens) for r in scheduler_output.scheduled])
         sampled, prompt_logprobs = {}, {}
-        for r in scheduler_output.scheduled:
-            end = r.start_position + len(r.new_token_ids)
-            context = list(r.prompt_token_ids) + list(r.output_token_ids)
-            assert list(r.new_token_ids) == context[r.start_position : end]
-            for g, table in enumerate(r.block_tables):
+        for r, state in zip(scheduler_output.scheduled, states):
+            end = r.start_position + r.num_new_tokens
+            context = state.token_ids.ids.tolist()
+            new_token_ids = context[r.start_position : end]
+            for g, table in enumerate(state.block_table_rows()):
+                table = table.tolist()
                 assert len(table) == -(-end // bs), (r.request_id, g, table, end)
                 assert 0 not in table[(max(0, r.start_position - self.windows[g] + 1) if self.windows[g] else 0) // bs :]
-                for offset, token in enumerate(r.new_token_ids):
+                for offset, token in enumerate(new_token_ids):
                     p = r.start_position + offset
                     self.kv[g].setdefault(table[p // bs], [None] * bs)[p % bs] = token
                 first_visible = max(0, end - self.windows[g]) if self.windows[g] else 0
@@ -93,7 +131,7 @@ class FakeRunner:
             if r.sample:
                 script = self.script.get(r.request_id)
                 if script is not None:
-                    token = script[len(r.output_token_ids)]
+                    token = script[len(state.output_token_ids)]
                 else:
                     token = sum(context) % VOCAB_SIZE
                 sampled[r.request_id] = SampledToken(token, -0.5, [(token, -0.5)])
@@ -122,7 +160,9 @@ class FakeClock:
 def create_engine(config: EngineConfig | None = None, script=None, **kwargs) -> tuple[LLMEngine, FakeRunner]:
     config = config or create_config(**kwargs)
     runner = FakeRunner(config, script)
-    return LLMEngine(runner, config, FakeDetokenizer, clock=FakeClock()), runner
+    engine = LLMEngine(runner, config, FakeDetokenizer, clock=FakeClock())
+    runner.scheduler = engine.scheduler
+    return engine, runner
 
 
 def create_scheduler(config: EngineConfig | None = None, **kwargs) -> Scheduler:

@@ -52,7 +52,7 @@ def test_preemption_with_windowed_and_full_groups():
     ps = prompts(4, length=9)
     params = SamplingParams(temperature=0.0, max_tokens=20)
     config = create_config(num_blocks=14, layer_windows=(0, 6, 6), max_num_batched_tokens=32)
-    engine = LLMEngine(FakeRunner(config), config, FakeDetokenizer)
+    engine, _ = create_engine(config)
     got = engine.generate(ps, params)
     assert [o.new_token_ids for o in got] == [expected_tokens(p, 20) for p in ps]
     stats = engine.stats()
@@ -92,7 +92,7 @@ def test_stop_string_result_and_release_of_held_text():
 def test_stop_token_ids_and_eos():
     config = create_config(stop_ids=frozenset({4}))
     script = {k: [1, 2, 3, 4, 5] for k in ("eos", "ignore", "stop_id")}
-    engine = LLMEngine(FakeRunner(config, script), config, FakeDetokenizer)
+    engine, _ = create_engine(config, script)
     engine.add_request([9], SamplingParams(max_tokens=5), request_id="eos")
     engine.add_request([9], SamplingParams(max_tokens=5, ignore_eos=True), request_id="ignore")
     engine.add_request([9], SamplingParams(max_tokens=5, ignore_eos=True, stop_token_ids=(3,)), request_id="stop_id")
@@ -193,7 +193,7 @@ def test_stats_last_step_tokens_and_kv_bytes():
 
 def test_window_bounds_blocks_of_a_long_generation():
     config = create_config(block_size=4, num_blocks=20, layer_windows=(8,), max_model_len=400)
-    engine = LLMEngine(FakeRunner(config), config, FakeDetokenizer)
+    engine, _ = create_engine(config)
     engine.add_request([1, 2, 3], SamplingParams(temperature=0.0, max_tokens=300))
     max_used = 0
     while engine.has_unfinished_requests():

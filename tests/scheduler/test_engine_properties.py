@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from pagedserve.scheduler.engine import LLMEngine, QueueFullError
 from pagedserve.sampling_params import InvalidRequestError, SamplingParams
-from tests.scheduler.factories import FakeDetokenizer, FakeRunner, create_config, expected_tokens
+from tests.scheduler.factories import create_config, create_engine, expected_tokens
 
 SHARED_PREFIX = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
 
@@ -58,7 +58,7 @@ def test_random_interleavings_keep_the_cache_consistent(
         scheduling_policy=policy,
         enable_prefix_caching=prefix,
     )
-    engine = LLMEngine(FakeRunner(config), config, FakeDetokenizer)
+    engine, _ = create_engine(config)
     added: dict[str, list[int]] = {}
     outputs: dict[str, list] = {}
 

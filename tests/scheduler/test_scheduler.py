@@ -9,7 +9,7 @@ from tests.scheduler.factories import create_requests, create_scheduler
 
 
 def grants(output):
-    return [(r.request_id, r.start_position, len(r.new_token_ids), r.sample) for r in output.scheduled]
+    return [(r.request_id, r.start_position, r.num_new_tokens, r.sample) for r in output.scheduled]
 
 
 def run_step(scheduler, token=7):
@@ -25,12 +25,13 @@ def test_budget_mixes_decode_and_prefill_chunks():
     s.add_request(b)
     out, _ = run_step(s)
     assert grants(out) == [("0", 0, 3, True), ("1", 0, 7, False)]
-    assert out.scheduled[1].block_tables == ((2, 3),)
+    assert out.scheduled[1].new_block_ids == ((2, 3),)
     out, _ = run_step(s)
     assert grants(out) == [("0", 3, 1, True), ("1", 7, 9, False)]
     out, _ = run_step(s)
     assert grants(out) == [("0", 4, 1, True), ("1", 16, 4, True)]
-    assert out.scheduled[1].block_tables == ((2, 3, 4, 5, 7),)  # block 6 went to request 0
+    assert out.scheduled[1].new_block_ids == ((7,),)  # block 6 went to request 0
+    assert s.kv.block_tables("1") == ([2, 3, 4, 5, 7],)
     out, _ = run_step(s)
     assert grants(out) == [("0", 5, 1, True), ("1", 20, 1, True)]
     assert s.num_prefill_tokens_last_step == 0 and s.num_decode_tokens_last_step == 2
@@ -68,7 +69,9 @@ def test_preemption_takes_most_recent_and_resumes_first():
     assert s.num_preemptions == 0
     out, _ = run_step(s)  # position 12 of "0" needs a block: "1" (admitted last) is preempted
     assert grants(out) == [("0", 12, 1, True)]
-    assert out.scheduled[0].block_tables == ((1, 2, 5, 6),)  # "1" freed tail first: its block 6 is the LRU head
+    assert out.scheduled[0].new_block_ids == ((6,),)  # "1" freed tail first: its block 6 is the LRU head
+    assert s.kv.block_tables("0") == ([1, 2, 5, 6],)
+    assert out.finished_request_ids == ("1",)  # the runner drops the preempted request
     assert s.num_preemptions == 1
     assert b.status is RequestStatus.PREEMPTED and b.num_computed_tokens == 0
     assert a.status is RequestStatus.RUNNING
