@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_generate_parser(sub, add_engine_arguments)
     add_bench_parser(sub, add_engine_arguments)
+    from pagedserve.bench.synth_model import add_synth_model_parser
+
+    add_synth_model_parser(sub)
 
     p = sub.add_parser("perplexity", help="perplexity of a text file in windows of --ctx tokens")
     add_engine_arguments(p)
