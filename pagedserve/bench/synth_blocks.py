@@ -54,8 +54,10 @@ def random_matrix(type_name: str, num_rows: int, num_cols: int, rng: np.random.G
         return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     per_block, block_bytes = BLOCK[type_name]
     num_blocks = num_rows * num_cols // per_block
-    blocks = np.frombuffer(bytearray(rng.bytes(num_blocks * block_bytes)), dtype=np.uint8)
-    blocks = blocks.reshape(num_blocks, block_bytes)
+    num_bytes = num_blocks * block_bytes
+    # raw 64-bit draws of the generator seen as bytes: ~10x faster than Generator.bytes
+    words = rng.bit_generator.random_raw(-(-num_bytes // 8))
+    blocks = words.view(np.uint8)[:num_bytes].reshape(num_blocks, block_bytes)
     jitter = rng.uniform(0.75, 1.25, num_blocks)
 
     if type_name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
