@@ -9,7 +9,7 @@ Formats: every format pagedserve serves, applied to every matrix (as `llama-quan
 or "Q4_K_M", llama.cpp's mixture (`q4km_type`). Norm weights, biases and rope factors stay F32.
 Quantized blocks are written directly: random code bytes and f16 scales chosen so that the
 dequantized weights have mean about 0 and standard deviation about WEIGHT_STD. A 3B Q4_K_M file
-takes seconds plus the time to write it to disk.
+(2 GB) takes about 10 s of generation plus the time to write it to disk.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -30,8 +29,8 @@ WEIGHT_STD = 0.02  # like the initializer_range of the real models' configs
 MIXTURES = ("Q4_K_M",)
 FORMATS = SUPPORTED_FORMATS + MIXTURES
 
-# llama.cpp's LLAMA_FTYPE of each file (general.file_type): the K-quant "pure" files use the _S
-# mixtures' numbers, as llama-quantize with --pure does.
+# llama.cpp's LLAMA_FTYPE of each file (general.file_type). A pure K-quant file is labelled with the
+# _S mixture of its type, as `llama-quantize --pure ... Q4_K_S` labels the same tensors.
 _FILE_TYPE = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K": 14,
               "Q4_K_M": 15, "Q5_K": 16, "Q6_K": 18, "BF16": 32}
 
@@ -90,8 +89,8 @@ def tensor_plan(shape: ModelShape, fmt: str) -> list[TensorPlan]:
     """Every tensor of a `shape` model in format `fmt`, in file order."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    d, f, q, kv = shape.hidden_size, shape.ffn_size, shape.num_heads * shape.head_dim, \
-        shape.num_kv_heads * shape.head_dim
+    d, f = shape.hidden_size, shape.ffn_size
+    q, kv = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
 
     def matrix(name: str, rows: int, cols: int, layer: int = -1) -> TensorPlan:
         if fmt in MIXTURES:
