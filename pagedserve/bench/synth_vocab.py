@@ -92,7 +92,12 @@ def vocab_metadata(style_name: str, vocab_size: int, num_special: int) -> dict[s
         merges.append(f"{left} {right}")
         tokens.append(left + right)
     specials = list(style.named_specials)
-    specials += [style.reserved_format.format(k) for k in range(num_special - len(specials))]
+    k = 0
+    while len(specials) < num_special:  # fillers numbered on past the reserved names already used
+        filler = style.reserved_format.format(k)
+        if filler not in style.named_specials:
+            specials.append(filler)
+        k += 1
     first_special = len(tokens)
     tokens += specials
     return {

@@ -212,14 +212,18 @@ def test_qwen2_style_vocabulary_ends_turns_with_im_end(synth_file):
     assert tok.decode(tok.encode("Qwen digits 2024")) == "Qwen digits 2024"
 
 
-def test_big_vocabularies_have_unique_tokens_and_the_real_size():
+@pytest.mark.parametrize("style, size, num_special, eos", [("qwen2", 151936, 293, "<|im_end|>"),
+                                                          ("llama3", 128256, 256, "<|eot_id|>"),
+                                                          ("llama3", 1024, 32, "<|eot_id|>")])
+def test_vocabularies_have_unique_tokens_and_the_real_size(style, size, num_special, eos):
+    # llama.cpp aborts on a vocabulary with a repeated token text (llama-vocab.cpp asserts it)
     from pagedserve.bench.synth_vocab import vocab_metadata
 
-    meta = vocab_metadata("qwen2", 151936, 293)
+    meta = vocab_metadata(style, size, num_special)
     tokens = meta["tokenizer.ggml.tokens"]
-    assert len(tokens) == 151936 == len(set(tokens)) == len(meta["tokenizer.ggml.token_type"])
-    assert len(meta["tokenizer.ggml.merges"]) == 151936 - 256 - 293
-    assert tokens[meta["tokenizer.ggml.eos_token_id"]] == "<|im_end|>"
+    assert len(tokens) == size == len(set(tokens)) == len(meta["tokenizer.ggml.token_type"])
+    assert len(meta["tokenizer.ggml.merges"]) == size - 256 - num_special
+    assert tokens[meta["tokenizer.ggml.eos_token_id"]] == eos
 
 
 # ---- the command ------------------------------------------------------------------------------
