@@ -1,4 +1,5 @@
-"""`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, serve, client, loadtest.
+"""`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, synth-model,
+serve, client, loadtest.
 
 Each subcommand lives in its own module and adds its own parser; engine and server flags are
 generated from `EngineArgs` and `ServerOptions`, so no default is written here.
@@ -34,6 +35,7 @@ def cmd_tokenize(ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (loadtest's own parser excepted: pagedserve/loadtest/cli.py)."""
     from pagedserve.bench.cli import add_bench_parser
+    from pagedserve.bench.synth_model import add_synth_model_parser
     from pagedserve.cli.client import add_client_parser
     from pagedserve.cli.generate import add_generate_parser
     from pagedserve.cli.perplexity import add_perplexity_parser
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_perplexity_parser(sub)
     add_serve_parser(sub)
     add_client_parser(sub)
+    add_synth_model_parser(sub)
     sub.add_parser("loadtest", add_help=False, help="load-test a server (pagedserve loadtest --help)")
     return parser
 
