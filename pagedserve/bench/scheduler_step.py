@@ -17,6 +17,7 @@ import gc
 import statistics
 import time
 
+from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.sampled_token import SampledToken
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.scheduler.engine_config import EngineConfig
@@ -59,13 +60,11 @@ def measure(context_len: int, num_seqs: int, num_steps: int, block_size: int) ->
     max_new_tokens = NUM_WARMUP_STEPS + num_steps + -(-num_seqs * context_len // MAX_NUM_BATCHED_TOKENS) + 1
     max_model_len = context_len + max_new_tokens
     blocks_per_seq = -(-max_model_len // block_size)
-    config = EngineConfig.create(
-        block_size=block_size,
-        num_blocks=num_seqs * blocks_per_seq + 1,
-        max_model_len=max_model_len,
-        max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
-        max_num_seqs=num_seqs,
-    )
+    args = EngineArgs(block_size=block_size, num_kv_blocks=num_seqs * blocks_per_seq + 1, kv_cache_memory=None,
+                      kv_dtype="f32", max_model_len=max_model_len,
+                      max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS, max_num_seqs=num_seqs)
+    spec = args.create_kv_cache_spec([0], num_kv_heads=1, head_dim=1)
+    config = args.create_engine_config(spec, context_length=max_model_len, stop_ids=())
     scheduler = Scheduler(config)
     runner = FakeRunner(config)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, ignore_eos=True)
