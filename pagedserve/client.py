@@ -22,7 +22,7 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"  # where `pagedserve serve` listens by defau
 
 class PagedServeClient:
     """One channel to a server. `tls_ca`: PEM path of the CA that signed the server's certificate
-    (or True for the system roots); None for plaintext."""
+    (or True for the system roots); None for plaintext. Raises OSError if `tls_ca` cannot be read."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, tls_ca: Optional[str | bool] = None,
                  tls_server_name: Optional[str] = None):
@@ -39,6 +39,7 @@ class PagedServeClient:
         else:
             self.channel = grpc.insecure_channel(address, options)
         self.stub = pb_grpc.PagedServeStub(self.channel)
+        self.address = address
 
     def close(self) -> None:
         self.channel.close()
@@ -50,8 +51,12 @@ class PagedServeClient:
         self.close()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Block until the channel is connected; raises grpc.FutureTimeoutError after `timeout` s."""
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        """Block until the channel is connected; raises TimeoutError (saying where and how long)
+        after `timeout` s."""
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise TimeoutError(f"no connection to the server at {self.address} within {timeout} s") from None
 
     @staticmethod
     def build_request(
@@ -106,5 +111,11 @@ class PagedServeClient:
         return self.stub.ModelInfo(pb.ModelInfoRequest())
 
     def abort(self, request_id: str) -> bool:
-        """True if the request was unfinished and is now aborted."""
-        return self.stub.Abort(pb.AbortRequest(request_id=request_id)).aborted
+        """True if the request was unfinished and is now aborted; False when this client has no
+        such unfinished request (the server's NOT_FOUND)."""
+        try:
+            return self.stub.Abort(pb.AbortRequest(request_id=request_id)).aborted
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise

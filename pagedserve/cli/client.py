@@ -25,12 +25,28 @@ def add_client_parser(sub) -> None:
     p.set_defaults(func=cmd_client)
 
 
+def _hint(error, ns: argparse.Namespace) -> str:
+    """A likely cause of a connection failure, for the error line."""
+    import grpc
+
+    details = error.details() or ""
+    connection_lost = any(text in details for text in ("Socket closed", "Connection reset", "failed to connect"))
+    if error.code() == grpc.StatusCode.UNAVAILABLE and ns.tls_ca is None and connection_lost:
+        return " (if the server uses TLS, connect with --tls-ca CA.pem)"
+    return ""
+
+
 def cmd_client(ns: argparse.Namespace) -> int:
     import grpc
 
     from pagedserve.client import PagedServeClient
 
-    with PagedServeClient(ns.address, tls_ca=ns.tls_ca) as client:
+    try:
+        client = PagedServeClient(ns.address, tls_ca=ns.tls_ca)
+    except OSError as e:
+        print(f"error: cannot read the --tls-ca certificate {ns.tls_ca}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    with client:
         request = client.build_request(ns.prompt, chat=ns.chat, max_tokens=ns.max_tokens,
                                        temperature=ns.temperature, top_p=ns.top_p, top_k=ns.top_k,
                                        seed=ns.request_seed, stop=ns.stop)
@@ -46,7 +62,7 @@ def cmd_client(ns: argparse.Namespace) -> int:
             stream.cancel()  # aborts the request on the server
             return 130
         except grpc.RpcError as e:
-            print(f"\nerror: {e.code().name}: {e.details()}", file=sys.stderr)
+            print(f"\nerror: {e.code().name}: {e.details()}{_hint(e, ns)}", file=sys.stderr)
             return 1
         if ns.usage and last is not None:
             u, t = last.usage, last.timings
