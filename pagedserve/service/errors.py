@@ -13,6 +13,7 @@ from typing import Optional
 import grpc
 
 from pagedserve.engine.errors import DeadlineExceeded, EngineFailure, EngineNotRunning, RequestIdInUse
+from pagedserve.model.tokenizer import TokenizeDeadlineExceeded
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.scheduler import QueueFullError
 
@@ -31,6 +32,10 @@ def unavailable(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message)
 
 
+def not_found(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, message)
+
+
 def status_of(exc: BaseException, request_id: Optional[str] = None) -> tuple[grpc.StatusCode, str]:
     """The (code, message) a call that raised `exc` ends with. Logs the unexpected ones."""
     if isinstance(exc, ServiceError):
@@ -41,7 +46,7 @@ def status_of(exc: BaseException, request_id: Optional[str] = None) -> tuple[grp
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, DeadlineExceeded):
+    if isinstance(exc, (DeadlineExceeded, TokenizeDeadlineExceeded)):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
     if isinstance(exc, EngineNotRunning):
         return grpc.StatusCode.UNAVAILABLE, str(exc)

@@ -32,6 +32,7 @@ class EngineStatsCollector:
 
     def __init__(self, engine_getter: Callable[[], Optional[AsyncEngine]]):
         self._engine_getter = engine_getter
+        self.finished_before_serving: dict[str, int] = {}  # the warm-up's requests, by reason
 
     def describe(self):
         return []  # names are only known with an engine; skip registry-time name checks
@@ -78,7 +79,8 @@ class EngineStatsCollector:
         finished = CounterMetricFamily("pagedserve_requests_finished", "Requests finished, by finish reason.",
                                        labels=["reason"])
         for reason in FINISH_REASONS:
-            finished.add_metric([reason], stats.num_finished_by_reason.get(reason, 0))
+            finished.add_metric([reason], stats.num_finished_by_reason.get(reason, 0)
+                                - self.finished_before_serving.get(reason, 0))
         yield finished
         yield CounterMetricFamily("pagedserve_engine_steps", "Engine steps run.", value=stats.num_steps)
 
@@ -88,7 +90,8 @@ class ServerMetrics:
 
     def __init__(self, engine_getter: Callable[[], Optional[AsyncEngine]], clock: Callable[[], float] = time.monotonic):
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(EngineStatsCollector(engine_getter))
+        self._engine_stats = EngineStatsCollector(engine_getter)
+        self.registry.register(self._engine_stats)
         self._clock = clock
         r = self.registry
         self.request_errors = Counter("pagedserve_request_errors", "Calls that ended with a non-OK gRPC status.",
@@ -113,6 +116,11 @@ class ServerMetrics:
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self._last_token_time: dict[str, float] = {}  # request id -> when its latest tokens arrived
         self._lock = threading.Lock()
+
+    def exclude_finished_so_far(self, stats: EngineStats) -> None:
+        """Leave the requests the engine finished before serving (its warm-up) out of
+        requests_finished."""
+        self._engine_stats.finished_before_serving = dict(stats.num_finished_by_reason)
 
     def set_clock(self, clock: Callable[[], float]) -> None:
         """Use the engine's clock: outputs carry its timestamps."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from pagedserve.engine.engine_request import EngineRequest
-from pagedserve.model.tokenizer import Tokenizer
+from pagedserve.model.tokenizer import Tokenizer, max_input_bytes
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.sampling_params import InvalidRequestError, SamplingParams
 
@@ -24,17 +25,27 @@ MAX_LOGPROBS = 20
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """What the server accepts; `max_model_len` is the engine's, `max_tokens_limit` the operator's."""
+    """What the server accepts; `max_model_len` is the engine's, `max_tokens_limit` and
+    `max_prompt_tokens` (None: only the context limits the prompt) the operator's."""
 
     max_model_len: int
     max_tokens_limit: int
     vocab_size: int
     max_stop_strings: int = MAX_STOP_STRINGS
     max_stop_string_chars: int = MAX_STOP_STRING_CHARS
+    max_prompt_tokens: Optional[int] = None
 
     def __post_init__(self):
         if self.max_tokens_limit < 1:
             raise ValueError(f"max_tokens_limit must be >= 1, got {self.max_tokens_limit}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+
+    @property
+    def max_input_bytes(self) -> int:
+        """The largest text (or sum of chat message strings) worth tokenizing, in UTF-8 bytes:
+        anything larger has at least max_model_len tokens (see tokenize_limits.max_input_bytes)."""
+        return max_input_bytes(self.max_model_len)
 
 
 def _bad(field: str, message: str) -> InvalidRequestError:
@@ -53,17 +64,39 @@ def chat_messages(chat: pb.ChatMessages, field: str = "chat") -> list[dict[str, 
     return out
 
 
-def render_chat(tokenizer: Tokenizer, chat: pb.ChatMessages, field: str = "chat") -> list[int]:
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_input_size(request, limits: RequestLimits) -> None:
+    """Refuse text or chat input too large to be a prompt, before anything tokenizes it.
+    `request`: a GenerateRequest or TokenizeRequest (anything with an `input` oneof of text/chat)."""
+    kind = request.WhichOneof("input")
+    if kind == "text":
+        size = _utf8_size(request.text)
+    elif kind == "chat":
+        size = sum(_utf8_size(m.role) + _utf8_size(m.content) for m in request.chat.messages)
+    else:
+        return
+    if size > limits.max_input_bytes:
+        raise _bad(kind, f"the input has {size} bytes; no prompt that fits max_model_len={limits.max_model_len} "
+                         f"tokens is longer than {limits.max_input_bytes} bytes")
+
+
+def render_chat(tokenizer: Tokenizer, chat: pb.ChatMessages, field: str = "chat",
+                deadline: Optional[float] = None) -> list[int]:
     """Token ids of the conversation rendered with the model's template plus the generation prompt.
 
-    The rendered text already holds whatever BOS the template writes, so none is added.
+    The rendered text already holds whatever BOS the template writes, so none is added. Message
+    text is data unless the request opts in (`allow_special_tokens_in_content`). Raises
+    TokenizeDeadlineExceeded once `deadline` (time.monotonic()) has passed.
     """
     messages = chat_messages(chat, field)
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return tokenizer.encode_chat(messages, add_generation_prompt=True, deadline=deadline,
+                                     allow_special_in_content=chat.allow_special_tokens_in_content)
     except ValueError as e:  # the template (or its message check) rejected the conversation
         raise _bad(f"{field}.messages", str(e)) from None
-    return tokenizer.encode(text, add_special=False)
 
 
 def check_token_ids(ids, vocab_size: int, field: str) -> list[int]:
@@ -75,26 +108,32 @@ def check_token_ids(ids, vocab_size: int, field: str) -> list[int]:
     return ids
 
 
-def prompt_token_ids(request: pb.GenerateRequest, tokenizer: Tokenizer, limits: RequestLimits) -> list[int]:
-    """The prompt of a Generate request as token ids, at least one and short enough to generate."""
+def prompt_token_ids(request: pb.GenerateRequest, tokenizer: Tokenizer, limits: RequestLimits,
+                     deadline: Optional[float] = None) -> list[int]:
+    """The prompt of a Generate request as token ids, at least one and short enough to generate.
+    Tokenizing stops with TokenizeDeadlineExceeded once `deadline` (time.monotonic()) passes."""
     kind = request.WhichOneof("input")
     if kind is None:
         raise _bad("input", "give one of text, token_ids or chat")
+    check_input_size(request, limits)
     if kind == "text":
         if not request.text:
             raise _bad("text", "the prompt text is empty")
-        ids = tokenizer.encode(request.text)
+        ids = tokenizer.encode(request.text, deadline=deadline)
     elif kind == "token_ids":
         if not request.token_ids.ids:
             raise _bad("token_ids.ids", "the prompt has no token ids")
         ids = check_token_ids(request.token_ids.ids, limits.vocab_size, "token_ids.ids")
     else:
-        ids = render_chat(tokenizer, request.chat)
+        ids = render_chat(tokenizer, request.chat, deadline=deadline)
     if not ids:
         raise _bad(kind, "the prompt tokenizes to no tokens")
     if len(ids) >= limits.max_model_len:
         raise _bad(kind, f"the prompt has {len(ids)} tokens; the context holds max_model_len="
                          f"{limits.max_model_len}, so at most {limits.max_model_len - 1} leave room to generate")
+    if limits.max_prompt_tokens is not None and len(ids) > limits.max_prompt_tokens:
+        raise _bad(kind, f"the prompt has {len(ids)} tokens, at most max_prompt_tokens={limits.max_prompt_tokens} "
+                         f"allowed (the server's --max-prompt-tokens)")
     return ids
 
 
@@ -108,9 +147,21 @@ def _optional(message, name: str, default: float):
     return _f32(getattr(message, name)) if message.HasField(name) else default
 
 
+_FLOAT_FIELDS = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
+
+def _check_finite(s: pb.SamplingOptions) -> None:
+    """NaN and infinities are no setting of anything: refuse them all alike, naming the field."""
+    for name in _FLOAT_FIELDS:
+        value = getattr(s, name)
+        if not math.isfinite(value):
+            raise _bad(f"sampling.{name}", f"must be a finite number, got {value}")
+
+
 def sampling_params(request: pb.GenerateRequest, num_prompt_tokens: int, limits: RequestLimits) -> SamplingParams:
     """SamplingParams of the request, defaults filled in as documented in the .proto."""
     s, t = request.sampling, request.stopping
+    _check_finite(s)
     temperature = _optional(s, "temperature", 1.0)
     if not temperature >= 0.0:  # written this way so NaN fails too
         raise _bad("sampling.temperature", f"must be >= 0 (0 = greedy), got {temperature}")
@@ -161,10 +212,22 @@ def sampling_params(request: pb.GenerateRequest, num_prompt_tokens: int, limits:
     )
 
 
-def engine_request(request: pb.GenerateRequest, tokenizer: Tokenizer, limits: RequestLimits) -> EngineRequest:
-    """Validate a whole Generate request; raises InvalidRequestError at the first problem."""
-    if len(request.request_id) > MAX_REQUEST_ID_CHARS:
-        raise _bad("request_id", f"has {len(request.request_id)} characters, at most {MAX_REQUEST_ID_CHARS} allowed")
-    ids = prompt_token_ids(request, tokenizer, limits)
+def check_request_id(request_id: str, field: str = "request_id") -> str:
+    """`request_id` if it is at most MAX_REQUEST_ID_CHARS printable ASCII characters (it goes into
+    logs: no control characters, no newlines); raises otherwise."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise _bad(field, f"has {len(request_id)} characters, at most {MAX_REQUEST_ID_CHARS} allowed")
+    for i, char in enumerate(request_id):
+        if not " " <= char <= "~":
+            raise _bad(field, f"character {i} is {char!r}; only printable ASCII (space to '~') is allowed")
+    return request_id
+
+
+def engine_request(request: pb.GenerateRequest, tokenizer: Tokenizer, limits: RequestLimits,
+                   deadline: Optional[float] = None) -> EngineRequest:
+    """Validate a whole Generate request; raises InvalidRequestError at the first problem, and
+    TokenizeDeadlineExceeded if tokenizing outlives `deadline` (time.monotonic())."""
+    check_request_id(request.request_id)
+    ids = prompt_token_ids(request, tokenizer, limits, deadline)
     params = sampling_params(request, len(ids), limits)
     return EngineRequest(ids, params, request.request_id or None, request.priority)

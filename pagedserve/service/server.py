@@ -21,9 +21,9 @@ from prometheus_client import start_http_server
 
 from pagedserve.model.loader import LoadedModel
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
-from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.service.grpc_decoding import add_servicer_to_server
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service.request_validation import RequestLimits
 from pagedserve.service.server_options import ServerOptions
@@ -62,7 +62,7 @@ class PagedServeServer:
             ("grpc.max_send_message_length", o.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
         ])
-        pb_grpc.add_PagedServeServicer_to_server(self.servicer, self._server)
+        add_servicer_to_server(self.servicer, self._server)  # malformed requests: INVALID_ARGUMENT
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -88,12 +88,14 @@ class PagedServeServer:
 
     async def attach_engine(self, engine: LLMEngine, model: LoadedModel) -> None:
         """Start the engine thread over a (warm) engine and turn health to SERVING."""
+        self.metrics.exclude_finished_so_far(engine.stats())  # the warm-up's requests
         async_engine = AsyncEngine(engine, model, observer=self.metrics)
         self.metrics.set_clock(async_engine.clock)
         async_engine.start()
         self.async_engine = async_engine
         limits = RequestLimits(max_model_len=engine.config.max_model_len,
                                max_tokens_limit=self.options.max_tokens_limit,
+                               max_prompt_tokens=self.options.max_prompt_tokens,
                                vocab_size=model.tokenizer.vocab_size)
         self.servicer.backend = Backend(async_engine, limits, self.options.max_message_bytes)
         for service in ("", SERVICE_NAME):

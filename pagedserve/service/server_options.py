@@ -37,6 +37,10 @@ class ServerOptions:
     grace_seconds: float = field(default=30.0, metadata={
         "help": "on SIGTERM/SIGINT, time in-flight streams get to finish"})
     max_tokens_limit: int = field(default=4096, metadata={"help": "largest max_tokens a request may ask for"})
+    max_prompt_tokens: int = field(default=4096, metadata={
+        "help": "most prompt tokens a request may have (INVALID_ARGUMENT above). The default bounds how long "
+                "one prompt holds the engine: 4096 tokens prefill in seconds on SmolLM2-135M but in minutes "
+                "on a slow model; raise it up to --max-model-len minus 1 for long-context work"})
     max_message_bytes: int = field(default=16 * MIB, metadata={"help": "largest gRPC message, in or out"})
 
     def __post_init__(self):
@@ -46,6 +50,8 @@ class ServerOptions:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
         if self.max_tokens_limit < 1:
             raise ValueError(f"max_tokens_limit must be >= 1, got {self.max_tokens_limit}")
+        if self.max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
 
     @classmethod
     def add_cli_args(cls, parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

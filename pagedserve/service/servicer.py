@@ -3,7 +3,12 @@
 Validation is request_validation's, status codes are errors', and a request's life as a stream
 (backlog merging, deadline, aborting whatever ends early, drain counting) is AsyncEngine's. Request
 ids are scoped by the caller's peer: two peers may use the same id, and Abort reaches only the
-caller's own requests.
+caller's own requests (any other id answers NOT_FOUND, whether another caller has it or not).
+
+Text and chat input is tokenized in the daemon tokenizer threads (tokenizer_threads), never on
+the event loop, under the call's deadline. Every call is counted once in the error metrics by
+how it ended: a deadline passing is DEADLINE_EXCEEDED wherever it strikes (tokenizing, queued,
+decoding), a client's cancellation CANCELLED.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Optional
+
+import grpc
 
 from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
@@ -22,12 +30,17 @@ from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.request import RequestOutput
 from pagedserve.service import request_validation as rv
-from pagedserve.service.errors import status_of, unavailable
+from pagedserve.service.errors import not_found, status_of, unavailable
 from pagedserve.service.metrics import ServerMetrics
+from pagedserve.service.tokenizer_threads import tokenizer_pool
+
+log = logging.getLogger("pagedserve.service")
 
 _FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH,
                    "abort": pb.FINISH_REASON_ABORT}
-_OFF_LOOP_CHARS = 8192  # tokenize longer texts in a worker thread so the loop keeps serving
+# gRPC cancels a handler when the call's deadline passes, by its own clock: a cancellation this
+# close to the deadline is the deadline's doing, not the client's.
+_DEADLINE_SLACK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,12 @@ def _deadline_of(context) -> Optional[float]:
     return None if remaining is None else time.monotonic() + remaining
 
 
+def _cancellation_code(context) -> str:
+    """What a cancelled handler's call ended with: the deadline, or the client's cancellation."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= _DEADLINE_SLACK_S else "CANCELLED"
+
+
 class PagedServeServicer(pb_grpc.PagedServeServicer):
     """Serves nothing (UNAVAILABLE) until `backend` is set, and again once `draining` is set."""
 
@@ -96,32 +115,42 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         return self.backend
 
     async def _fail(self, context, method: str, exc: BaseException, request_id: Optional[str] = None):
+        """Count the call's end once and tell the client; a cancelled call (by the client, or by
+        gRPC at the deadline) has nobody to tell, so it is only counted."""
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            self.metrics.count_error(method, _cancellation_code(context))
+            return
         code, message = status_of(exc, request_id)
         self.metrics.count_error(method, code.name)
-        if not isinstance(exc, asyncio.CancelledError):  # a cancelled call has nobody to tell
-            await context.abort(code, message)
+        await context.abort(code, message)
+
+    async def reject_malformed(self, method: str, error: str, context) -> None:
+        """A request message that did not decode: INVALID_ARGUMENT, one log line, one count."""
+        log.warning("%s: malformed request message from %s: %s", method, context.peer(), error)
+        self.metrics.count_error(method, "INVALID_ARGUMENT")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request message is malformed: {error}")
 
     # ---- Generate ----------------------------------------------------------------------------
     async def Generate(self, request: pb.GenerateRequest, context):
-        request_id = request.request_id or None
+        request_id = None  # named once checked (it goes into logs), so errors can name it
+        deadline = _deadline_of(context)
         try:
             backend = self._ready()
             engine, limits = backend.engine, backend.limits
-            if request.WhichOneof("input") == "text" and len(request.text) > _OFF_LOOP_CHARS:
-                checked = await asyncio.to_thread(rv.engine_request, request, engine.tokenizer, limits)
+            if request.WhichOneof("input") in ("text", "chat"):
+                checked = await tokenizer_pool().run(rv.engine_request, request, engine.tokenizer, limits, deadline)
             else:
                 checked = rv.engine_request(request, engine.tokenizer, limits)
-            request_id = checked.request_id or uuid.uuid4().hex  # named here so errors can name it
+            request_id = checked.request_id or uuid.uuid4().hex
             checked = dataclasses.replace(checked, request_id=request_id)
-            outputs = engine.generate(checked, owner=context.peer(), deadline=_deadline_of(context))
+            outputs = engine.generate(checked, owner=context.peer(), deadline=deadline)
             async with contextlib.aclosing(outputs):  # closing aborts a request that did not finish
                 async for output in outputs:
                     yield generate_response(output)
-        except (Exception, asyncio.CancelledError) as exc:
-            remaining = context.time_remaining()
-            if isinstance(exc, asyncio.CancelledError) and remaining is not None and remaining <= 0:
-                # gRPC cancels the handler itself when the deadline passes: count it as what it is
-                self.metrics.count_error("Generate", "DEADLINE_EXCEEDED")
+        except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
+            # GeneratorExit: gRPC closed the stream while it waited at `yield` (a cancellation)
+            if isinstance(exc, GeneratorExit):
+                self.metrics.count_error("Generate", _cancellation_code(context))
                 raise
             await self._fail(context, "Generate", exc, request_id)
             if isinstance(exc, asyncio.CancelledError):
@@ -134,17 +163,18 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             kind = request.WhichOneof("input")
             if kind is None:
                 raise InvalidRequestError("input", "input: give one of text or chat")
+            rv.check_input_size(request, self._ready().limits)
+            deadline = _deadline_of(context)
             if kind == "chat":
-                ids = rv.render_chat(tokenizer, request.chat)
+                ids = await tokenizer_pool().run(rv.render_chat, tokenizer, request.chat, "chat", deadline)
             else:
                 add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
-                if len(request.text) > _OFF_LOOP_CHARS:
-                    ids = await asyncio.to_thread(tokenizer.encode, request.text, add_special)
-                else:
-                    ids = tokenizer.encode(request.text, add_special)
+                ids = await tokenizer_pool().run(tokenizer.encode, request.text, add_special, deadline=deadline)
             return pb.TokenizeResponse(token_ids=ids)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             await self._fail(context, "Tokenize", exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def Detokenize(self, request: pb.DetokenizeRequest, context):
         try:
@@ -165,7 +195,10 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             backend = self._ready(allow_draining=True)  # aborting helps a drain finish
             if not request.request_id:
                 raise InvalidRequestError("request_id", "request_id: give the id of the request to abort")
-            return pb.AbortResponse(aborted=backend.engine.abort(request.request_id, owner=context.peer()))
+            request_id = rv.check_request_id(request.request_id)
+            if not backend.engine.abort(request_id, owner=context.peer()):
+                raise not_found(f"request_id: this caller has no unfinished request {request_id!r}")
+            return pb.AbortResponse(aborted=True)
         except Exception as exc:
             await self._fail(context, "Abort", exc)
 
@@ -182,6 +215,7 @@ def model_info(backend: Backend) -> pb.ModelInfoResponse:
         bytes_per_block=sum(spec.bytes_per_block), sliding_windows=[g.sliding_window for g in spec.groups],
         limits=pb.ServerLimits(
             max_model_len=limits.max_model_len, max_tokens_limit=limits.max_tokens_limit,
+            max_prompt_tokens=limits.max_prompt_tokens or limits.max_model_len - 1,
             max_num_seqs=engine.config.max_num_seqs, max_waiting=engine.config.max_waiting,
             max_num_batched_tokens=engine.config.max_num_batched_tokens,
             max_stop_strings=limits.max_stop_strings, max_stop_string_chars=limits.max_stop_string_chars,

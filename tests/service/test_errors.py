@@ -57,6 +57,20 @@ BAD_REQUESTS = {
                                                            pb.ChatMessage(content="x")])),
                         "chat.messages[1].role: the role is empty"),
     "long request id": (gen(request_id="r" * 129), "request_id: has 129 characters, at most 128 allowed"),
+    "newline in request id": (gen(request_id="a\nforged log line"),
+                              "request_id: character 1 is '\\n'; only printable ASCII"),
+    "control char in request id": (gen(request_id="a\x1b[2J"), "request_id: character 1 is '\\x1b'"),
+    "temperature inf": (gen(sampling=S(temperature=float("inf"))), "sampling.temperature: must be a finite number"),
+    "temperature nan": (gen(sampling=S(temperature=float("nan"))), "sampling.temperature: must be a finite number"),
+    "repetition inf": (gen(sampling=S(repetition_penalty=float("inf"))),
+                       "sampling.repetition_penalty: must be a finite number"),
+    "min_p -inf": (gen(sampling=S(min_p=float("-inf"))), "sampling.min_p: must be a finite number"),
+    "text larger than any prompt": (gen(text="ab" * (8192 * 64) + "c"),
+                                    "text: the input has 1048577 bytes; no prompt that fits max_model_len=8192 "
+                                    "tokens is longer than 1048576 bytes"),
+    "chat larger than any prompt": (gen(chat=pb.ChatMessages(messages=[
+                                        pb.ChatMessage(role="user", content="\u00e9" * (8192 * 64 + 1))])),
+                                    "chat: the input has 1048582 bytes"),
 }
 
 
@@ -102,7 +116,12 @@ def test_request_ids_belong_to_their_caller(served):
         first = next(mine)
         theirs = list(other.Generate(gen(request_id="shared", stopping=T(max_tokens=3, ignore_eos=True))))
         assert theirs[-1].finish_reason == pb.FINISH_REASON_LENGTH and theirs[-1].request_id == "shared"
-        assert other.Abort(pb.AbortRequest(request_id="shared")).aborted is False
+        theirs = other.Generate(gen(request_id="mine-only", stopping=T(max_tokens=3, ignore_eos=True)))
+        for request_id in ("shared", "mine-only-never-seen"):  # taken by `mine` or by nobody: same answer
+            error = rpc_error(lambda: other.Abort(pb.AbortRequest(request_id=request_id)))
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            assert error.details() == f"request_id: this caller has no unfinished request {request_id!r}"
+        assert list(theirs)[-1].finish_reason == pb.FINISH_REASON_LENGTH
         rest = list(mine)
     assert rest[-1].finish_reason == pb.FINISH_REASON_LENGTH
     assert len(first.token_ids) + sum(len(r.token_ids) for r in rest) == 60

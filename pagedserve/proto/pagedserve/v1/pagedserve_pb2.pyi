@@ -27,10 +27,12 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ChatMessages(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "allow_special_tokens_in_content")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPECIAL_TOKENS_IN_CONTENT_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+    allow_special_tokens_in_content: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., allow_special_tokens_in_content: _Optional[bool] = ...) -> None: ...
 
 class TokenIds(_message.Message):
     __slots__ = ("ids",)
@@ -183,8 +185,9 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_model_len", "max_tokens_limit", "max_num_seqs", "max_waiting", "max_num_batched_tokens", "max_stop_strings", "max_stop_string_chars", "max_message_bytes")
+    __slots__ = ("max_model_len", "max_prompt_tokens", "max_tokens_limit", "max_num_seqs", "max_waiting", "max_num_batched_tokens", "max_stop_strings", "max_stop_string_chars", "max_message_bytes")
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
     MAX_WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +196,7 @@ class ServerLimits(_message.Message):
     MAX_STOP_STRING_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_model_len: int
+    max_prompt_tokens: int
     max_tokens_limit: int
     max_num_seqs: int
     max_waiting: int
@@ -200,7 +204,7 @@ class ServerLimits(_message.Message):
     max_stop_strings: int
     max_stop_string_chars: int
     max_message_bytes: int
-    def __init__(self, max_model_len: _Optional[int] = ..., max_tokens_limit: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., max_waiting: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_string_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, max_model_len: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_tokens_limit: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., max_waiting: _Optional[int] = ..., max_num_batched_tokens: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_string_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("model_name", "architecture", "context_length", "vocab_size", "weight_format", "kv_dtype", "block_size", "num_blocks_total", "bytes_per_block", "sliding_windows", "limits")

@@ -29,11 +29,17 @@ class PagedServeStub:
     """One model served with continuous batching over a paged KV cache.
 
     Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown (Abort
-    still works while draining).
-    Generate may also fail with INVALID_ARGUMENT (the message names the field and the limit),
-    ALREADY_EXISTS (client request id in use), RESOURCE_EXHAUSTED (waiting queue full; retry
-    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (the engine failed while computing the
-    request, or a server bug; logged with the request id). One request's failure never ends another.
+    still works while draining), and with INVALID_ARGUMENT when its message cannot be decoded
+    (corrupt bytes, invalid UTF-8 in a string field) or breaks a limit (the message names the
+    field and the limit).
+    Generate may also fail with ALREADY_EXISTS (the caller's request id is in use), RESOURCE_EXHAUSTED
+    (waiting queue full; retry later), CANCELLED, DEADLINE_EXCEEDED (also while the prompt is
+    being tokenized), and INTERNAL (the engine failed while computing the request, or a server
+    bug; logged with the request id). One request's failure never ends another.
+
+    Requests belong to their callers. A caller is the client's connection (its gRPC peer):
+    request ids are unique per caller only, so two callers may use the same id without
+    colliding, and Abort reaches only the caller's own requests.
     """
 
     def __init__(self, channel):
@@ -73,11 +79,17 @@ class PagedServeServicer:
     """One model served with continuous batching over a paged KV cache.
 
     Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown (Abort
-    still works while draining).
-    Generate may also fail with INVALID_ARGUMENT (the message names the field and the limit),
-    ALREADY_EXISTS (client request id in use), RESOURCE_EXHAUSTED (waiting queue full; retry
-    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (the engine failed while computing the
-    request, or a server bug; logged with the request id). One request's failure never ends another.
+    still works while draining), and with INVALID_ARGUMENT when its message cannot be decoded
+    (corrupt bytes, invalid UTF-8 in a string field) or breaks a limit (the message names the
+    field and the limit).
+    Generate may also fail with ALREADY_EXISTS (the caller's request id is in use), RESOURCE_EXHAUSTED
+    (waiting queue full; retry later), CANCELLED, DEADLINE_EXCEEDED (also while the prompt is
+    being tokenized), and INTERNAL (the engine failed while computing the request, or a server
+    bug; logged with the request id). One request's failure never ends another.
+
+    Requests belong to their callers. A caller is the client's connection (its gRPC peer):
+    request ids are unique per caller only, so two callers may use the same id without
+    colliding, and Abort reaches only the caller's own requests.
     """
 
     def Generate(self, request, context):
@@ -112,8 +124,10 @@ class PagedServeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Abort(self, request, context):
-        """Abort a running or waiting request by id; its Generate stream then ends with
-        finish_reason ABORT. Aborting an unknown or finished request is not an error.
+        """Abort one of the caller's own running or waiting requests by id; its Generate stream then
+        ends with finish_reason ABORT. NOT_FOUND when the caller has no such unfinished request:
+        an unknown id, a finished request, or another caller's request (which is left alone, and
+        the answer is the same whether it exists or not).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,11 +173,17 @@ class PagedServe:
     """One model served with continuous batching over a paged KV cache.
 
     Every call may fail with UNAVAILABLE while the server warms up or drains for shutdown (Abort
-    still works while draining).
-    Generate may also fail with INVALID_ARGUMENT (the message names the field and the limit),
-    ALREADY_EXISTS (client request id in use), RESOURCE_EXHAUSTED (waiting queue full; retry
-    later), CANCELLED, DEADLINE_EXCEEDED, and INTERNAL (the engine failed while computing the
-    request, or a server bug; logged with the request id). One request's failure never ends another.
+    still works while draining), and with INVALID_ARGUMENT when its message cannot be decoded
+    (corrupt bytes, invalid UTF-8 in a string field) or breaks a limit (the message names the
+    field and the limit).
+    Generate may also fail with ALREADY_EXISTS (the caller's request id is in use), RESOURCE_EXHAUSTED
+    (waiting queue full; retry later), CANCELLED, DEADLINE_EXCEEDED (also while the prompt is
+    being tokenized), and INTERNAL (the engine failed while computing the request, or a server
+    bug; logged with the request id). One request's failure never ends another.
+
+    Requests belong to their callers. A caller is the client's connection (its gRPC peer):
+    request ids are unique per caller only, so two callers may use the same id without
+    colliding, and Abort reaches only the caller's own requests.
     """
 
     @staticmethod
