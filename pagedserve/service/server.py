@@ -143,6 +143,7 @@ class PagedServeServer:
         if not finished:
             log.warning("%d streams still open (grace %.1f s); cancelling them", engine.num_active_streams, grace)
         await self._server.stop(max(0.0, grace - (time.monotonic() - started)) if finished else 0)
+        self.servicer.close()  # tokenizations still running would slow the process's exit
         if engine is not None:
             await engine.stop()
         if self._metrics_httpd is not None:

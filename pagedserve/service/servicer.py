@@ -32,7 +32,7 @@ from pagedserve.scheduler.request import RequestOutput
 from pagedserve.service import request_validation as rv
 from pagedserve.service.errors import not_found, status_of, unavailable
 from pagedserve.service.metrics import ServerMetrics
-from pagedserve.service.tokenizer_threads import tokenizer_pool
+from pagedserve.service.tokenizer_threads import DaemonThreadPool
 
 log = logging.getLogger("pagedserve.service")
 
@@ -101,6 +101,11 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         self.metrics = metrics
         self.backend: Optional[Backend] = None
         self.draining = False
+        self.tokenizer_threads = DaemonThreadPool()
+
+    def close(self) -> None:
+        """Interrupt tokenizations still running (the server has stopped: nobody awaits them)."""
+        self.tokenizer_threads.close()
 
     def end_grace(self) -> None:
         """Make a pending drain (`AsyncEngine.wait_for_streams`) return now (a second shutdown signal)."""
@@ -138,7 +143,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             backend = self._ready()
             engine, limits = backend.engine, backend.limits
             if request.WhichOneof("input") in ("text", "chat"):
-                checked = await tokenizer_pool().run(rv.engine_request, request, engine.tokenizer, limits, deadline)
+                checked = await self.tokenizer_threads.run(rv.engine_request, request, engine.tokenizer, limits, deadline)
             else:
                 checked = rv.engine_request(request, engine.tokenizer, limits)
             request_id = checked.request_id or uuid.uuid4().hex
@@ -159,17 +164,18 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
     # ---- unary methods -----------------------------------------------------------------------
     async def Tokenize(self, request: pb.TokenizeRequest, context):
         try:
-            tokenizer = self._ready().engine.tokenizer
+            backend = self._ready()
+            tokenizer = backend.engine.tokenizer
             kind = request.WhichOneof("input")
             if kind is None:
                 raise InvalidRequestError("input", "input: give one of text or chat")
-            rv.check_input_size(request, self._ready().limits)
+            rv.check_input_size(request, backend.limits)
             deadline = _deadline_of(context)
             if kind == "chat":
-                ids = await tokenizer_pool().run(rv.render_chat, tokenizer, request.chat, "chat", deadline)
+                ids = await self.tokenizer_threads.run(rv.render_chat, tokenizer, request.chat, "chat", deadline)
             else:
                 add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
-                ids = await tokenizer_pool().run(tokenizer.encode, request.text, add_special, deadline=deadline)
+                ids = await self.tokenizer_threads.run(tokenizer.encode, request.text, add_special, deadline=deadline)
             return pb.TokenizeResponse(token_ids=ids)
         except (Exception, asyncio.CancelledError) as exc:
             await self._fail(context, "Tokenize", exc)

@@ -117,3 +117,20 @@ def test_waiting_request_cancel_deadline_queue_full_and_abort(tight):
     assert responses[-1].usage.prompt_tokens == 20
     assert tight.client.abort("runner") is False
     assert_back_to_baseline(tight, steps, aborted + 2)
+
+
+@pytest.mark.slow
+def test_deadline_passing_mid_decode_is_counted_once_as_deadline_exceeded(tight):
+    def errors(code: str) -> float:
+        return tight.scrape()["pagedserve_request_errors_total"].get((("code", code), ("method", "Generate")), 0)
+
+    deadline_before, cancelled_before = errors("DEADLINE_EXCEEDED"), errors("CANCELLED")
+    aborted = num_aborted(tight)
+    call = tight.client.generate(request(LONG_PROMPT[:20], 900, "short-deadline"), timeout=2.0)
+    assert next(call).token_ids  # decoding when the deadline strikes (900 tokens take far longer)
+    with pytest.raises(grpc.RpcError) as info:
+        list(call)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_until(lambda: blocks_used(tight) == 0 and num_aborted(tight) == aborted + 1)
+    wait_until(lambda: errors("DEADLINE_EXCEEDED") == deadline_before + 1)
+    assert errors("CANCELLED") == cancelled_before

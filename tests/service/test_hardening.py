@@ -164,3 +164,25 @@ def test_wait_ready_times_out_with_a_message():
     with PagedServeClient("127.0.0.1:1") as client:  # port 1: nothing listens
         with pytest.raises(TimeoutError, match=r"no connection to the server at 127.0.0.1:1 within 0.2 s"):
             client.wait_ready(timeout=0.2)
+
+
+def test_closing_the_tokenizer_threads_interrupts_running_work():
+    from pagedserve.service.tokenizer_threads import DaemonThreadPool, PoolClosed
+
+    pool = DaemonThreadPool(num_threads=1)
+    started = threading.Event()
+
+    def spin():  # pure-Python work that would never end by itself
+        started.set()
+        while True:
+            pass
+
+    running, queued = pool.submit(spin), pool.submit(lambda: "never run")
+    assert started.wait(30)
+    pool.close()
+    with pytest.raises(PoolClosed):
+        running.result(30)
+    assert isinstance(queued.exception(30), PoolClosed)  # queued behind it: failed, not run
+    for thread in pool._threads:
+        thread.join(30)
+        assert not thread.is_alive()

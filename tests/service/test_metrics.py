@@ -88,3 +88,22 @@ def test_grafana_dashboard_is_valid_and_uses_exported_names(served):
         for target in panel["targets"]:
             for name in re.findall(r"pagedserve_\w+", target["expr"]):
                 assert re.sub(r"_(total|bucket|sum|count)$", "", name) in families, name
+
+
+def test_warm_up_requests_are_not_counted_as_finished(make_engine, smollm2_model):
+    from pagedserve.engine.engine_factory import warm_up_engine
+    from tests.service.conftest import ServerThread, test_options
+
+    engine = make_engine(num_kv_blocks=32)
+    warm_up_engine(engine)  # finishes two requests ("length") before the server serves any
+    assert engine.stats().num_finished_by_reason["length"] == 2
+    server = ServerThread(test_options(), engine, smollm2_model)
+    try:
+        samples = server.scrape()
+        for reason in FINISH_REASONS:
+            assert value(samples, "pagedserve_requests_finished_total", reason=reason) == 0
+        list(server.client.generate(server.client.build_request([1, 2, 3], temperature=0.0, max_tokens=2,
+                                                                ignore_eos=True)))
+        assert value(server.scrape(), "pagedserve_requests_finished_total", reason="length") == 1
+    finally:
+        server.close()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import threading
 
 import grpc
 import pytest
@@ -122,3 +127,56 @@ def test_cli_client_streams_text(served, offline_engine, smollm2_model, capsys):
                  "--temperature", "0"])
     assert code == 0
     assert capsys.readouterr().out == want + "\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sigterm_exits_within_grace_plus_2_s_while_a_long_tokenization_runs(smollm2_path):
+    """`pagedserve serve` as a process: a SIGTERM during a tokenization of tens of seconds
+    (1 MB of "%", just under the size bound) ends it within the bar, grace + 2 s."""
+    grace, port = 1.0, free_port()
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pagedserve.cli.main", "--log-level", "WARNING", "serve", "--model", smollm2_path,
+         "--port", str(port), "--metrics-port", "0", "--grace-seconds", str(grace), "--num-kv-blocks", "32"],
+        cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = PagedServeClient(f"127.0.0.1:{port}")
+        wait_until(lambda: proc.poll() is not None or _serving(client), timeout=600, interval=0.5)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        outcome = []
+
+        def tokenize():
+            try:
+                outcome.append(client.tokenize("%" * 1_000_000))
+            except grpc.RpcError as e:
+                outcome.append(e.code())
+
+        caller = threading.Thread(target=tokenize, daemon=True)
+        caller.start()
+        caller.join(1.0)  # the request is sent and tokenizing (it takes tens of seconds)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace + 2)
+        caller.join(10)
+        assert outcome and isinstance(outcome[0], grpc.StatusCode), "the tokenization finished before SIGTERM"
+        assert proc.returncode == 0, proc.stderr.read()[-2000:]
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _serving(client: PagedServeClient) -> bool:
+    from grpc_health.v1 import health_pb2_grpc
+
+    try:
+        return health_pb2_grpc.HealthStub(client.channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=2).status == SERVING
+    except grpc.RpcError:
+        return False
