@@ -101,7 +101,7 @@ def test_streams_still_open_after_the_grace_period_are_cancelled_and_freed(start
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
-def test_tls(tmp_path):
+def test_tls(tmp_path, capsys):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
@@ -113,6 +113,11 @@ def test_tls(tmp_path):
             assert error.code() == grpc.StatusCode.UNAVAILABLE and "warming up" in error.details()
         with PagedServeClient(server.address) as plaintext:
             assert rpc_error(lambda: plaintext.model_info()).code() == grpc.StatusCode.UNAVAILABLE
+        from pagedserve.cli.main import main
+
+        assert main(["client", "hi", "--address", server.address]) == 1  # plaintext against TLS
+        err = capsys.readouterr().err
+        assert "error: UNAVAILABLE" in err and "(if the server uses TLS, connect with --tls-ca CA.pem)" in err
     finally:
         server.close()
 
