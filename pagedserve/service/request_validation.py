@@ -64,23 +64,22 @@ def chat_messages(chat: pb.ChatMessages, field: str = "chat") -> list[dict[str, 
     return out
 
 
-def _utf8_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+def check_input_bytes(field: str, texts, limits: RequestLimits) -> None:
+    """Refuse input whose strings (`texts`: the prompt, or every role and content of a chat)
+    hold more UTF-8 bytes than any prompt could, before anything tokenizes them."""
+    size = sum(len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    if size > limits.max_input_bytes:
+        raise _bad(field, f"the input has {size} bytes; no prompt that fits max_model_len={limits.max_model_len} "
+                          f"tokens is longer than {limits.max_input_bytes} bytes")
 
 
 def check_input_size(request, limits: RequestLimits) -> None:
-    """Refuse text or chat input too large to be a prompt, before anything tokenizes it.
-    `request`: a GenerateRequest or TokenizeRequest (anything with an `input` oneof of text/chat)."""
+    """check_input_bytes of a GenerateRequest's or TokenizeRequest's text or chat input."""
     kind = request.WhichOneof("input")
     if kind == "text":
-        size = _utf8_size(request.text)
+        check_input_bytes(kind, [request.text], limits)
     elif kind == "chat":
-        size = sum(_utf8_size(m.role) + _utf8_size(m.content) for m in request.chat.messages)
-    else:
-        return
-    if size > limits.max_input_bytes:
-        raise _bad(kind, f"the input has {size} bytes; no prompt that fits max_model_len={limits.max_model_len} "
-                         f"tokens is longer than {limits.max_input_bytes} bytes")
+        check_input_bytes(kind, (t for m in request.chat.messages for t in (m.role, m.content)), limits)
 
 
 def render_chat(tokenizer: Tokenizer, chat: pb.ChatMessages, field: str = "chat",

@@ -143,7 +143,8 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             backend = self._ready()
             engine, limits = backend.engine, backend.limits
             if request.WhichOneof("input") in ("text", "chat"):
-                checked = await self.tokenizer_threads.run(rv.engine_request, request, engine.tokenizer, limits, deadline)
+                checked = await self.tokenizer_threads.run(rv.engine_request, request, engine.tokenizer, limits,
+                                                           deadline)
             else:
                 checked = rv.engine_request(request, engine.tokenizer, limits)
             request_id = checked.request_id or uuid.uuid4().hex
@@ -153,12 +154,10 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
                 async for output in outputs:
                     yield generate_response(output)
         except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
-            # GeneratorExit: gRPC closed the stream while it waited at `yield` (a cancellation)
-            if isinstance(exc, GeneratorExit):
-                self.metrics.count_error("Generate", _cancellation_code(context))
-                raise
+            # GeneratorExit: gRPC closed the stream while it waited at `yield` (a cancellation);
+            # _fail only counts it, without suspending, as a closing generator must
             await self._fail(context, "Generate", exc, request_id)
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
                 raise
 
     # ---- unary methods -----------------------------------------------------------------------
