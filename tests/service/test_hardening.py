@@ -13,7 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pagedserve.model.tokenizer import TokenizeDeadlineExceeded
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
-from tests.service.conftest import rpc_error
+from pagedserve.service.tokenizer_threads import CallInterrupted
+from tests.service.conftest import rpc_error, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -74,11 +75,14 @@ class GatedTokenizer:
     def _gated(self, real):
         def call(*args, **kwargs):
             self.started.release()
-            assert self.release.wait(60)
             try:
+                assert self.release.wait(60)
                 result = real(*args, **kwargs)
             except TokenizeDeadlineExceeded:
                 self.outcomes.append("deadline")
+                raise
+            except CallInterrupted:
+                self.outcomes.append("interrupted")
                 raise
             self.outcomes.append("done")
             return result
@@ -117,9 +121,9 @@ def test_deadline_passing_while_tokenizing_stops_the_work_and_counts_once(served
     request = pb.GenerateRequest(text="!" * 20_000, stopping=pb.StoppingOptions(max_tokens=1))
     error = rpc_error(lambda: served.client.generate(request, timeout=1.0))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    gate.release.set()  # the tokenizer now resumes past the deadline and must stop at once
-    from tests.service.conftest import wait_until
-    wait_until(lambda: gate.outcomes == ["deadline"])
+    gate.release.set()  # the tokenizer now resumes past the deadline and must stop at once:
+    # interrupted as its caller went away, or stopped by its own deadline check
+    wait_until(lambda: gate.outcomes in (["deadline"], ["interrupted"]))
     wait_until(lambda: errors_of(served, "Generate", "DEADLINE_EXCEEDED") == deadline_before + 1)
     assert errors_of(served, "Generate", "CANCELLED") == cancelled_before
 
@@ -186,3 +190,24 @@ def test_closing_the_tokenizer_threads_interrupts_running_work():
     for thread in pool._threads:
         thread.join(30)
         assert not thread.is_alive()
+
+
+def test_a_cancelled_call_stops_its_tokenization(served, monkeypatch):
+    """No deadline: the client's cancellation alone stops a tokenization of tens of seconds."""
+    tokenizer = served.server.async_engine.tokenizer
+    real_encode, started, outcomes = tokenizer.encode, threading.Event(), []
+
+    def encode(*args, **kwargs):
+        started.set()
+        try:
+            return real_encode(*args, **kwargs)
+        except CallInterrupted:
+            outcomes.append("interrupted")
+            raise
+
+    monkeypatch.setattr(tokenizer, "encode", encode)
+    call = served.client.stub.Tokenize.future(pb.TokenizeRequest(text="%" * 1_000_000))
+    assert started.wait(60)
+    call.cancel()
+    wait_until(lambda: outcomes == ["interrupted"], timeout=60)
+    assert served.client.tokenize("100%") == real_encode("100%")  # the threads serve on
