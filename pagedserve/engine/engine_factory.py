@@ -71,7 +71,9 @@ def calibrated_config(engine: LLMEngine, max_step_ms: float, vocab_size: int,
     config = engine.config
     if config.max_num_batched_tokens <= config.block_size:
         return config  # no budget below the configured one is allowed: nothing to calibrate
-    max_chunk = min(config.max_num_batched_tokens, config.max_model_len - 2)  # 2 tokens are generated
+    # One step computes the whole prompt, which fits in the cache with its 2 generated tokens.
+    max_chunk = min(config.max_num_batched_tokens, config.max_model_len - 2,
+                    (config.num_blocks - 1) * config.block_size - 2)
     if config.long_prefill_token_threshold > 0:
         max_chunk = min(max_chunk, config.long_prefill_token_threshold)
     sizes = calibration_sizes(max_chunk)

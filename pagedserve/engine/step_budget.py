@@ -56,7 +56,8 @@ def token_budget(cost: StepCost, max_step_ms: float, *, min_tokens: int, max_tok
     clamped to [min_tokens, max_tokens] (min_tokens wins when the two cross)."""
     if max_step_ms <= 0:
         raise ValueError(f"max_step_ms must be > 0, got {max_step_ms}")
-    fitting = math.floor((max_step_ms - cost.fixed_ms) / cost.per_token_ms)
+    # The epsilon keeps rounding noise of a fitted cost (19.999999 tokens) from losing a token.
+    fitting = math.floor((max_step_ms - cost.fixed_ms) / cost.per_token_ms + 1e-6)
     return max(min(min_tokens, max_tokens), min(fitting, max_tokens))
 
 

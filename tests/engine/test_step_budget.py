@@ -110,3 +110,12 @@ def test_real_model_budget_is_within_bounds(smollm2_model):
     assert len(out.new_token_ids) == 3 and out.finished
     off, _ = build_engine(dataclasses.replace(args, max_step_ms=0.0), model=smollm2_model, warm_up=True)
     assert off.config.max_num_batched_tokens == 128
+
+
+def test_calibration_fits_a_tiny_kv_cache():
+    # 3 usable blocks of 4 tokens: the calibration prompts are cut to 10 tokens (+2 generated).
+    runner = TimedFakeRunner(fixed_ms=10.0, per_token_ms=1.0)
+    config = create_config(block_size=4, num_blocks=4, max_model_len=256, max_num_batched_tokens=64)
+    calibrated = calibrated_config(LLMEngine(runner, config), 30.0, vocab_size=101, timer=runner.clock)
+    assert max(runner.batched_tokens) == 10
+    assert calibrated.max_num_batched_tokens == 20  # (30 - 10) / 1
