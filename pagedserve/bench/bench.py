@@ -55,6 +55,9 @@ class BenchOptions:
     shared_requests: int = field(default=16, metadata={"help": "requests of the --shared-prefix workload"})
     capacity_tokens: int = field(default=1024, metadata={
         "help": "sequence length for the 'max concurrent sequences' KV capacity figures"})
+    bandwidth_probe_mib: int = field(default=1024, metadata={
+        "metavar": "MIB", "help": "buffer read by the memory-bandwidth probe for the rooflines, far above the "
+                                  "last-level cache (0: skip the rooflines)"})
     compare_llamacpp: str | None = field(default=None, metadata={
         "metavar": "LLAMA_BENCH",
         "help": "path of llama.cpp's llama-bench (llama-batched-bench beside it): run it on the same model "
@@ -63,6 +66,8 @@ class BenchOptions:
     def __post_init__(self):
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.bandwidth_probe_mib < 0:
+            raise ValueError(f"bandwidth_probe_mib must be >= 0, got {self.bandwidth_probe_mib}")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
 
@@ -73,8 +78,10 @@ def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict
 
     from pagedserve.engine.engine_factory import build_engine
 
-    # The sweep computes every prompt: its engine is built with prefix caching off.
-    engine, model = build_engine(dataclasses.replace(args, enable_prefix_caching=False), model=model)
+    # The sweep computes every prompt: its engine is built with prefix caching off. It measures
+    # throughput, so its steps take the fixed token budget (no --max-step-ms calibration), as before.
+    engine, model = build_engine(dataclasses.replace(args, enable_prefix_caching=False, max_step_ms=0.0),
+                                 model=model)
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
     threads = args.threads or numba.get_num_threads()  # what build_engine set
@@ -119,6 +126,8 @@ def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict
             "by_kv_dtype": capacity_table(spec, memory, options.capacity_tokens),
         },
     }
+    if options.bandwidth_probe_mib > 0:
+        result["roofline"] = roofline_of(result, model, spec.bytes_per_token, threads, options)
     if options.concurrency > 0 or options.shared_prefix > 0:
         if args.enable_prefix_caching:  # the workloads run on the engine as configured
             engine = None  # free the sweep's KV cache before allocating the next
@@ -127,6 +136,23 @@ def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict
     if options.compare_llamacpp:
         result["llamacpp"] = llamacpp_summary(rounds, theirs, threads)
     return result, model
+
+
+def roofline_of(result: dict, model, kv_bytes_per_token: int, threads: int, options: BenchOptions) -> dict:
+    """Bytes per weight (loaded and in the file), the measured read bandwidth and the fractions of
+    the memory roofline and of the VNNI peak the figures of `result` reach (bench/roofline.py)."""
+    from pathlib import Path
+
+    from pagedserve.bench.bandwidth_probe import measure_read_bandwidth
+    from pagedserve.bench.roofline import roofline_report, weight_stats
+    from pagedserve.model.gguf_file import read_gguf
+
+    stats = weight_stats(model.weights, read_gguf(model.path).tensors)
+    bandwidth = measure_read_bandwidth(options.bandwidth_probe_mib * 2**20)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    report = roofline_report(result, stats, kv_bytes_per_token, bandwidth, threads, cpuinfo,
+                             options.prompt_tokens, options.decode_tokens)
+    return {"weights": stats.to_json(), **report}
 
 
 def run_workloads(engine, options: BenchOptions, rng: np.random.Generator, vocab: int) -> dict:

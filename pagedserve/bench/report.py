@@ -37,6 +37,35 @@ def _workload_lines(r: dict) -> list[str]:
     ]
 
 
+def roofline_lines(r: dict) -> list[str]:
+    """Bytes per weight, read bandwidth, and the fractions of the memory roofline and VNNI peak."""
+    w = r["weights"]
+    lines = [
+        f"weights: {w['loaded_bytes_per_weight']:.3f} bytes per weight loaded, {w['file_bytes_per_weight']:.3f} "
+        f"in the file ({w['loaded_bytes'] / 2**20:.1f} vs {w['file_bytes'] / 2**20:.1f} MiB, "
+        f"x{w['loaded_bytes'] / max(1, w['file_bytes']):.3f})",
+        f"read bandwidth {r['read_bandwidth_bytes_s'] / 1e9:.1f} GB/s ({r['cores']} threads, probe best of 5); "
+        f"decode roofline = bandwidth / bytes per token (weights {w['decode_weight_bytes'] / 2**20:.1f} MiB "
+        f"+ KV at {r['decode_mean_context_tokens']:.0f} tokens):",
+    ]
+    for batch, d in r["decode"].items():
+        lines.append(f"  decode batch {batch:<6} max {d['max_tok_s']:>10.1f} tok/s, reached {100 * d['fraction']:5.1f}%")
+    dot = r["int_dot"]
+    if dot is None:
+        lines.append("integer dot-product peak: unknown (no avx512_vnni or no cpu MHz in /proc/cpuinfo)")
+        return lines
+    peaks = dot["peak_macs_s"]
+    lines.append(f"integer dot-product peak ({r['cores']} cores x {r['clock_mhz']:.0f} MHz from /proc/cpuinfo "
+                 f"'cpu MHz' x {r['vnni_per_cycle_assumed']} VNNI/cycle assumed): "
+                 f"vpdpbusd (8-bit) {peaks['vpdpbusd'] / 1e9:.0f} GMAC/s, vpdpwssd (16-bit) "
+                 f"{peaks['vpdpwssd'] / 1e9:.0f} GMAC/s; {w['macs_per_token'] / 1e6:.1f} M MACs per token")
+    for what, macs in dot["achieved_macs_s"].items():
+        f = dot["fraction"][what]
+        lines.append(f"  {what:<20} {macs / 1e9:>8.1f} GMAC/s = {100 * f['vpdpwssd']:5.1f}% of 16-bit, "
+                     f"{100 * f['vpdpbusd']:5.1f}% of 8-bit")
+    return lines
+
+
 def text_report(result: dict, options, weight_format: str) -> str:
     """The human-readable report of one `run_bench` result (`options`: its BenchOptions)."""
     lines = [
@@ -54,6 +83,8 @@ def text_report(result: dict, options, weight_format: str) -> str:
         line += (f" (off for the runs above: peak {kv['sweep_peak_blocks_used']} blocks, "
                  f"{kv['sweep_preemptions']} preemptions)")
     lines.append(line)
+    if "roofline" in result:
+        lines += roofline_lines(result["roofline"])
     if "concurrency" in result:
         c = result["concurrency"]
         lines.append(f"concurrency {c['n']} ({options.prompt_tokens}-token prompts, "

@@ -45,6 +45,12 @@ class EngineArgs:
     # 256 vs 512 at 32 streams: ITL p99 237 vs 530 ms, +11% tok/s.
     max_num_batched_tokens: int = field(default=256, metadata={
         "help": "tokens per step (prefill chunks + decodes); smaller = shorter decode stalls"})
+    # 250 ms: under llama-server's ITL p99 of 229-ish ms at 16 streams on 1B (issue 14) with a
+    # margin for the decodes sharing the step; at 135M it keeps ~200 of the 256 tokens (~1.2 ms each).
+    max_step_ms: float = field(default=250.0, metadata={
+        "help": "target time of one step in ms: at warm-up the model's cost per token is measured and "
+                "the tokens per step set so a step (a prefill chunk with the running decodes) takes about "
+                "this long, at most --max-num-batched-tokens (0 = off: that fixed budget alone)"})
     max_num_seqs: int = field(default=64, metadata={"help": "running requests at most"})
     max_waiting: int = field(default=1024, metadata={
         "help": "queued requests at most; more are refused (RESOURCE_EXHAUSTED)"})
@@ -68,6 +74,8 @@ class EngineArgs:
             parse_memory(self.kv_cache_memory)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.max_step_ms < 0:
+            raise ValueError(f"max_step_ms must be >= 0, got {self.max_step_ms}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
 

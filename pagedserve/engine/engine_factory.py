@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from typing import Callable
 
 import numba
 
 from pagedserve.engine.engine_args import EngineArgs
+from pagedserve.engine.step_budget import calibration_sizes, measure_step_cost, token_budget
 from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer
 from pagedserve.model.loader import LoadedModel, load_model
 from pagedserve.model.model_fetch import resolve_model_path
 from pagedserve.worker.model_runner import ModelRunnerImpl
-from pagedserve.scheduler.engine import LLMEngine
+from pagedserve.scheduler.engine import EngineConfig, LLMEngine
+from pagedserve.scheduler.step_io import SchedulerOutput
 from pagedserve.sampling_params import SamplingParams
 
 log = logging.getLogger("pagedserve")
@@ -50,7 +54,39 @@ def build_engine(args: EngineArgs, model: LoadedModel | None = None, warm_up: bo
              runner.kv_store.nbytes / 2**20)
     if warm_up:
         warm_up_engine(engine)
+        if args.max_step_ms > 0:
+            config = calibrated_config(engine, args.max_step_ms, cfg.vocab_size)
+            # The warm-up and calibration requests are done; the runner drops them before it serves
+            # an engine whose scheduler never knew them.
+            runner.execute(SchedulerOutput(finished_request_ids=tuple(runner.states.request_ids())))
+            engine = LLMEngine(runner, config, lambda: IncrementalDetokenizer(tokenizer))
     return engine, model
+
+
+def calibrated_config(engine: LLMEngine, max_step_ms: float, vocab_size: int,
+                      timer: Callable[[], float] = time.perf_counter) -> EngineConfig:
+    """`engine.config` with the tokens per step that take about `max_step_ms` on this model, timed
+    on the (idle, warm) `engine`: at least a block (or the configured budget, when smaller), at
+    most the configured budget. `timer`: seconds, as perf_counter (tests give a fake one)."""
+    config = engine.config
+    if config.max_num_batched_tokens <= config.block_size:
+        return config  # no budget below the configured one is allowed: nothing to calibrate
+    # One step computes the whole prompt, which fits in the cache with its 2 generated tokens.
+    max_chunk = min(config.max_num_batched_tokens, config.max_model_len - 2,
+                    (config.num_blocks - 1) * config.block_size - 2)
+    if config.long_prefill_token_threshold > 0:
+        max_chunk = min(max_chunk, config.long_prefill_token_threshold)
+    sizes = calibration_sizes(max_chunk)
+    if not sizes:
+        return config
+    cost, points = measure_step_cost(engine, vocab_size, sizes, timer=timer)
+    budget = token_budget(cost, max_step_ms, min_tokens=config.block_size,
+                          max_tokens=config.max_num_batched_tokens)
+    log.info("step cost %.1f ms + %.2f ms/token (best of 3: %s); step budget: %d tokens per step "
+             "for max_step_ms=%g (at most %d)", cost.fixed_ms, cost.per_token_ms,
+             ", ".join(f"{t} tok {ms:.1f} ms" for t, ms in points), budget, max_step_ms,
+             config.max_num_batched_tokens)
+    return dataclasses.replace(config, max_num_batched_tokens=budget)
 
 
 def warm_up_engine(engine: LLMEngine) -> None:

@@ -74,7 +74,7 @@ def test_bench_honours_engine_flags(smollm2_model, monkeypatch, capsys):
     from pagedserve.cli.main import main
 
     monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
-    code = main(["--log-level", "WARNING", "bench", "--json", "--prefill-tokens", "0", "--batch-sizes", "",
+    code = main(["--log-level", "WARNING", "bench", "--bandwidth-probe-mib", "0", "--json", "--prefill-tokens", "0", "--batch-sizes", "",
                  "--decode-tokens", "2", "--prompt-tokens", "4", "--concurrency", "2", "--shared-prefix", "40",
                  "--shared-requests", "2", "--max-num-batched-tokens", "16", "--kv-dtype", "int8",
                  "--sliding-window", "32", "--no-prefix-cache", "--kv-cache-memory", "2MiB",
@@ -97,7 +97,7 @@ def test_bench_runs_with_an_f16_kv_cache(smollm2_model, monkeypatch, capsys):
     from pagedserve.cli.main import main
 
     monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
-    assert main(["--log-level", "WARNING", "bench", "--prefill-tokens", "0", "--batch-sizes", "1", "--repeats", "1",
+    assert main(["--log-level", "WARNING", "bench", "--bandwidth-probe-mib", "0", "--prefill-tokens", "0", "--batch-sizes", "1", "--repeats", "1",
                  "--decode-tokens", "2", "--prompt-tokens", "4", "--kv-dtype", "f16", "--kv-cache-memory", "2MiB",
                  "--capacity-tokens", "64"]) == 0
     report = capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_shared_prefix_flag_decides_prefix_caching(smollm2_model, monkeypatch, c
     from pagedserve.cli.main import main
 
     monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
-    assert main(["--log-level", "WARNING", "bench", "--json", "--prefill-tokens", "0", "--batch-sizes", "1",
+    assert main(["--log-level", "WARNING", "bench", "--bandwidth-probe-mib", "0", "--json", "--prefill-tokens", "0", "--batch-sizes", "1",
                  "--repeats", "1", "--decode-tokens", "2", "--prompt-tokens", "4", "--shared-prefix", "48",
                  "--shared-requests", "3", "--max-num-batched-tokens", "16", "--num-kv-blocks", "32"] + flag) == 0
     result = json.loads(capsys.readouterr().out)
@@ -138,3 +138,82 @@ def test_llamacpp_ratios_pair_each_round():
     table = comparison_table({"prefill_tok_s": 150.0, "decode_tok_s": {"1": 30.0}, "repeats": 3,
                                "llamacpp": summary})
     assert "prefill" in table and "2.00x" in table and "median of the per-round ratios" in table
+
+
+def test_bandwidth_probe_reads_a_small_buffer():
+    from pagedserve.bench.bandwidth_probe import measure_read_bandwidth
+
+    bandwidth = measure_read_bandwidth(4 * 2**20, passes=2)
+    assert np.isfinite(bandwidth) and bandwidth > 0
+
+
+def test_roofline_arithmetic_on_fixed_numbers():
+    from pagedserve.bench.roofline import (cpu_clock_mhz, decode_roofline_tok_s, int_dot_peak_macs,
+                                           roofline_report, vnni_instruction, WeightStats)
+
+    # 35 GB/s over 0.7 GB of weights: 50 tok/s alone; 32 sequences of 1000 tokens at 32 KB/token
+    # add 1.024 GB a step: 32 * 35e9 / 1.724e9 tok/s.
+    assert decode_roofline_tok_s(35e9, 700_000_000, 32_000, 1, 0) == pytest.approx(50.0)
+    assert decode_roofline_tok_s(35e9, 700_000_000, 32_000, 32, 1000) == pytest.approx(32 * 35e9 / 1.724e9)
+    cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2596.140\nflags\t\t: fpu avx2 avx512_vnni\n" \
+              "processor\t: 1\ncpu MHz\t\t: 2400.000\nflags\t\t: fpu avx2 avx512_vnni\n"
+    assert cpu_clock_mhz(cpuinfo) == 2596.140 and cpu_clock_mhz("flags: x") is None
+    assert vnni_instruction(cpuinfo) == "vpdpbusd" and vnni_instruction("flags\t: avx2") is None
+    assert int_dot_peak_macs(2, 2.5e9, "vpdpbusd") == 1 * 64 * 2 * 2.5e9
+    assert int_dot_peak_macs(2, 2.5e9, "vpdpwssd", per_cycle=2) == 2 * 32 * 2 * 2.5e9
+    stats = WeightStats(num_weights=10**9, loaded_bytes=600_000_000, file_bytes=560_000_000,
+                        decode_weight_bytes=500_000_000, macs_per_token=10**9)
+    result = {"prefill_tok_s": 80.0, "decode_tok_s": {"1": 25.0, "4": 80.0}}
+    r = roofline_report(result, stats, kv_bytes_per_token=1000, bandwidth=30e9, num_cores=2,
+                        cpuinfo_text=cpuinfo, prompt_tokens=100, decode_tokens=200)
+    assert r["decode_mean_context_tokens"] == 200
+    assert r["decode"]["1"]["max_tok_s"] == pytest.approx(30e9 / 500_200_000)
+    assert r["decode"]["4"]["fraction"] == pytest.approx(80.0 / (4 * 30e9 / 500_800_000))
+    peak16 = 32 * 2 * 2596.140e6
+    assert r["int_dot"]["fraction"]["prefill"]["vpdpwssd"] == pytest.approx(80e9 / peak16)
+    assert r["int_dot"]["fraction"]["decode batch 4"]["vpdpbusd"] == pytest.approx(80e9 / (2 * peak16))
+    assert stats.to_json()["loaded_bytes_per_weight"] == 0.6
+
+
+def test_weight_stats_of_the_small_model(smollm2_model):
+    from pagedserve.bench.roofline import weight_stats
+    from pagedserve.model.gguf_file import read_gguf
+
+    stats = weight_stats(smollm2_model.weights, read_gguf(smollm2_model.path).tensors)
+    # SmolLM2-135M: 30 layers of D=576, F=1536, 9 heads + 3 KV heads of 64; tied 49152 x 576 embedding.
+    layer = 576 * (576 + 2 * 192) + 576 * 576 + 2 * 1536 * 576 + 576 * 1536
+    assert stats.num_weights == 30 * layer + 49152 * 576
+    assert stats.macs_per_token == 30 * layer + 49152 * 576
+    # Q4_1 in the file: 20 bytes per 32 weights (the embedding may be another format; hence a range).
+    assert 0.5 <= stats.file_bytes / stats.num_weights <= 1.2
+    assert stats.loaded_bytes >= stats.decode_weight_bytes > 0
+
+
+def test_bench_json_has_the_roofline(smollm2_model, monkeypatch, capsys):
+    import pagedserve.engine.engine_factory as factory
+    from pagedserve.cli.main import main
+
+    monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
+    assert main(["--log-level", "WARNING", "bench", "--json", "--prefill-tokens", "16", "--batch-sizes", "1,2",
+                 "--repeats", "1", "--decode-tokens", "2", "--prompt-tokens", "4", "--num-kv-blocks", "32",
+                 "--bandwidth-probe-mib", "4"]) == 0
+    r = json.loads(capsys.readouterr().out)["roofline"]
+    assert r["weights"]["loaded_bytes_per_weight"] > 0 and r["weights"]["file_bytes_per_weight"] > 0
+    assert r["read_bandwidth_bytes_s"] > 0 and set(r["decode"]) == {"1", "2"}
+    assert all(d["max_tok_s"] > 0 and d["fraction"] > 0 for d in r["decode"].values())
+    assert r["clock_source"] == "/proc/cpuinfo cpu MHz"
+    if r["int_dot"] is not None:  # a CPU without avx512_vnni has no VNNI peak to compare with
+        assert set(r["int_dot"]["achieved_macs_s"]) == {"prefill", "decode batch 2"}
+
+
+def test_bench_text_report_prints_the_roofline(smollm2_model, monkeypatch, capsys):
+    import pagedserve.engine.engine_factory as factory
+    from pagedserve.cli.main import main
+
+    monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
+    assert main(["--log-level", "WARNING", "bench", "--prefill-tokens", "16", "--batch-sizes", "1",
+                 "--repeats", "1", "--decode-tokens", "2", "--prompt-tokens", "4", "--num-kv-blocks", "32",
+                 "--bandwidth-probe-mib", "4"]) == 0
+    report = capsys.readouterr().out
+    assert "bytes per weight loaded" in report and "read bandwidth" in report
+    assert "decode batch 1" in report and "reached" in report

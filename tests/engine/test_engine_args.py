@@ -29,6 +29,7 @@ NON_DEFAULT = {
     "sliding_window": (128, "128"),
     "enable_prefix_caching": (False, None),  # a bool: --no-enable-prefix-caching
     "max_num_batched_tokens": (1024, "1024"),
+    "max_step_ms": (120.5, "120.5"),
     "max_num_seqs": (8, "8"),
     "max_waiting": (3, "3"),
     "long_prefill_token_threshold": (64, "64"),
