@@ -90,6 +90,7 @@ def test_perplexity_json(tmp_path, smollm2_path):
 
 def test_bench_json_tiny(smollm2_path):
     result = json.loads(pagedserve("bench", "--json", "--prefill-tokens", "32", "--decode-tokens", "4",
-                                   "--batch-sizes", "1,2", "--repeats", "1", "--num-kv-blocks", "32"))
+                                   "--batch-sizes", "1,2", "--repeats", "1", "--num-kv-blocks", "32",
+                                   "--bandwidth-probe-mib", "0"))
     assert result["prefill_tok_s"] > 0
     assert set(result["decode_tok_s"]) == {"1", "2"} and all(v > 0 for v in result["decode_tok_s"].values())
