@@ -135,7 +135,7 @@ def test_every_format_loads_and_generates_ignoring_eos(synth_file, fmt):
             cfg.vocab_size, cfg.rope_base, cfg.rms_eps) == (
         "llama", 2, 256, 512, 4, 2, 1024, 500_000.0, np.float32(1e-5))
     np.testing.assert_array_equal(model.weights.rope_freq_factors, shape.rope_freq_factors())
-    engine, _ = build_engine(EngineArgs(num_kv_blocks=16, kv_cache_memory=None), model=model, warm_up=False)
+    engine, _ = build_engine(EngineArgs(num_kv_blocks=16, kv_cache_memory=None, enable_prefix_caching=False), model=model, warm_up=False)
     prompts = [model.tokenizer.encode("Hello world"), model.tokenizer.encode("synthetic weights")]
     result = measure_decode(engine, prompts, 6)  # the bench's own workload: EOS must not stop it
     assert result.generated_tokens == 12
@@ -155,7 +155,7 @@ def test_qwen2_shape_with_bias_and_fallbacks_loads_and_generates(synth_file, fmt
     model = load_model(path)
     assert model.config.architecture == "qwen2" and model.config.rope_neox
     assert model.weights.layers[0].qkv_bias.shape == (384 + 2 * 2 * 64,)
-    engine, _ = build_engine(EngineArgs(num_kv_blocks=16, kv_cache_memory=None), model=model, warm_up=False)
+    engine, _ = build_engine(EngineArgs(num_kv_blocks=16, kv_cache_memory=None, enable_prefix_caching=False), model=model, warm_up=False)
     result = measure_decode(engine, [model.tokenizer.encode("Hi")], 5)
     assert result.generated_tokens == 5
 
