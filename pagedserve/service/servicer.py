@@ -82,6 +82,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         self.metrics = metrics
         self.backend: Optional[Backend] = None
         self.draining = False
+        self.owner_of = lambda context: context.peer()  # who a request id belongs to (the server may scope by API key)
 
     def end_grace(self) -> None:
         """Make a pending drain (`AsyncEngine.wait_for_streams`) return now (a second shutdown signal)."""
@@ -113,7 +114,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
                 checked = rv.engine_request(request, engine.tokenizer, limits)
             request_id = checked.request_id or uuid.uuid4().hex  # named here so errors can name it
             checked = dataclasses.replace(checked, request_id=request_id)
-            outputs = engine.generate(checked, owner=context.peer(), deadline=_deadline_of(context))
+            outputs = engine.generate(checked, owner=self.owner_of(context), deadline=_deadline_of(context))
             async with contextlib.aclosing(outputs):  # closing aborts a request that did not finish
                 async for output in outputs:
                     yield generate_response(output)
@@ -165,7 +166,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             backend = self._ready(allow_draining=True)  # aborting helps a drain finish
             if not request.request_id:
                 raise InvalidRequestError("request_id", "request_id: give the id of the request to abort")
-            return pb.AbortResponse(aborted=backend.engine.abort(request.request_id, owner=context.peer()))
+            return pb.AbortResponse(aborted=backend.engine.abort(request.request_id, owner=self.owner_of(context)))
         except Exception as exc:
             await self._fail(context, "Abort", exc)
 
