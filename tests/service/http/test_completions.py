@@ -61,7 +61,7 @@ def test_token_id_prompt_and_echo(client, model_name, smollm2_model, offline_eng
 def test_n_choices_with_seed_are_reproducible_per_choice(client, model_name):
     def sample(n, seed):
         result = client.completions.create(model=model_name, prompt="Once upon a time", max_tokens=10,
-                                           temperature=1.0, seed=seed, n=n, ignore_eos=True)
+                                           temperature=1.0, seed=seed, n=n, extra_body={"ignore_eos": True})
         assert [c.index for c in result.choices] == list(range(n))
         assert result.usage.completion_tokens == 10 * n
         return [c.text for c in result.choices]
@@ -75,7 +75,7 @@ def test_n_choices_with_seed_are_reproducible_per_choice(client, model_name):
 
 def test_streaming_n_choices_each_finish(client, model_name):
     chunks = list(client.completions.create(model=model_name, prompt="Hello", max_tokens=6, temperature=0,
-                                            n=3, stream=True, ignore_eos=True))
+                                            n=3, stream=True, extra_body={"ignore_eos": True}))
     texts = {i: "".join(c.choices[0].text for c in chunks if c.choices[0].index == i) for i in range(3)}
     finished = [c.choices[0].index for c in chunks if c.choices[0].finish_reason == "length"]
     assert sorted(finished) == [0, 1, 2]
