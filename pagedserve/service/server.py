@@ -30,7 +30,7 @@ from pagedserve.scheduler.engine import LLMEngine
 from pagedserve.service.grpc_auth import ApiKeyInterceptor
 from pagedserve.service.http.app import create_app, owner_of_key
 from pagedserve.service.http.errors import not_serving
-from pagedserve.service.http_server import HttpListener
+from pagedserve.service.http.listener import HttpListener
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service.request_validation import RequestLimits
 from pagedserve.service.server_options import ServerOptions
