@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
+from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from tests.service.conftest import ServerThread, rpc_error, test_options, wait_until
 from tests.service.http.conftest import base_url, openai_client
 
@@ -140,6 +141,15 @@ def test_api_key_guards_both_fronts_but_not_health_or_metrics(start_server, mode
         ok = server.client.stub.Tokenize(pb.TokenizeRequest(text="Hi"), metadata=[("authorization", "Bearer s3cret")])
         assert list(ok.token_ids)
         assert server.health() == 1  # SERVING
+        # with keys on, request ids belong to the key: another connection with the key reaches them
+        key = [("authorization", "Bearer s3cret")]
+        long = server.client.build_request([1, 504, 3458], max_tokens=60, ignore_eos=True, request_id="keyed")
+        mine = server.client.stub.Generate(long, metadata=key)
+        next(mine)
+        with grpc.insecure_channel(server.address, [("grpc.use_local_subchannel_pool", 1)]) as channel:
+            other = pb_grpc.PagedServeStub(channel)
+            assert other.Abort(pb.AbortRequest(request_id="keyed"), metadata=key).aborted is True
+        assert list(mine)[-1].finish_reason == pb.FINISH_REASON_ABORT
         statuses = server.scrape()["pagedserve_http_requests_total"]
         assert statuses[(("endpoint", "/v1/completions"), ("status", "401"))] == 1
         assert statuses[(("endpoint", "/v1/completions"), ("status", "200"))] == 1
