@@ -7,6 +7,7 @@ Malformed bodies (bad JSON, wrong types, missing fields) are OpenAI-style 400s n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -84,6 +85,23 @@ class _AuthAndMetrics:
         return False
 
 
+async def _unless_disconnected(call, request: Request):
+    """Await `call`, cancelling it (which aborts its engine requests) if the client goes away
+    first: a non-streaming response is only sent at the end, so nothing else would notice."""
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watcher = asyncio.ensure_future(call), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    return await task  # raises CancelledError when the client left: nobody is there to answer
+
+
 def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, api_key: Optional[str] = None):
     """The ASGI app (FastAPI inside the auth and metrics middleware). `get_backend` returns what to serve or raises HttpError 503 (warming up, draining)."""
     app = FastAPI(title="pagedserve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -128,7 +146,8 @@ def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, api_k
         try:
             backend = get_backend()
             check_model(backend, body.model)
-            return await handler(body, backend, owner_of(request), model_name(backend))
+            call = handler(body, backend, owner_of(request), model_name(backend))
+            return await (call if body.stream else _unless_disconnected(call, request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error body
             return response_of(exc)
 

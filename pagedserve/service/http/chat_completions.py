@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 from pagedserve.model.tokenizer import Tokenizer
@@ -66,9 +67,10 @@ async def create_chat_completion(body: ChatCompletionRequest, backend: Backend, 
         return r.streaming_response(r.event_stream(outputs, chunks, usage_chunk))
 
     merged: dict[int, RequestOutput] = {}
-    async for index, output in outputs:
-        usage.add(index, output)
-        merged[index] = merged[index].merged_with(output) if index in merged else output
+    async with contextlib.aclosing(outputs):  # a cancelled call (client gone) aborts every choice
+        async for index, output in outputs:
+            usage.add(index, output)
+            merged[index] = merged[index].merged_with(output) if index in merged else output
     choices = [{"index": i, "message": {"role": "assistant", "content": merged[i].new_text},
                 "logprobs": logprobs_of(merged[i]), "finish_reason": r.finish_reason(merged[i])}
                for i in range(body.n)]

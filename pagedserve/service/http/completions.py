@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 from pagedserve.model.tokenizer import Tokenizer
@@ -74,8 +75,9 @@ async def create_completion(body: CompletionRequest, backend: Backend, owner: st
 
     texts = [echo_text] * body.n
     merged: dict[int, RequestOutput] = {}
-    async for index, output in outputs:
-        usage.add(index, output)
-        merged[index] = merged[index].merged_with(output) if index in merged else output
+    async with contextlib.aclosing(outputs):  # a cancelled call (client gone) aborts every choice
+        async for index, output in outputs:
+            usage.add(index, output)
+            merged[index] = merged[index].merged_with(output) if index in merged else output
     choices = [choice(i, merged[i], texts[i] + merged[i].new_text) for i in range(body.n)]
     return r.json_response(envelope(choices, usage.as_json()))
