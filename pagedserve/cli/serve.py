@@ -1,4 +1,6 @@
-"""`pagedserve serve`: the gRPC server (PagedServe, health, reflection) with Prometheus metrics."""
+"""`pagedserve serve`: one engine behind two fronts, gRPC (PagedServe, health, reflection) and the
+OpenAI-compatible HTTP API (with /health and Prometheus /metrics), in one event loop. SIGTERM/SIGINT
+drain both; a second signal cancels what is still streaming."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ log = logging.getLogger("pagedserve")
 def add_serve_parser(sub) -> None:
     from pagedserve.service.server_options import ServerOptions
 
-    p = sub.add_parser("serve", help="serve the model over gRPC (PagedServe, health, reflection) with metrics")
+    p = sub.add_parser("serve", help="serve the model over gRPC and an OpenAI-compatible HTTP API, with metrics")
     ServerOptions.add_cli_args(p)
     EngineArgs.add_cli_args(p)
     p.set_defaults(func=cmd_serve)

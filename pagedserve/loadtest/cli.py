@@ -2,6 +2,7 @@
 
     python -m loadtest --address 127.0.0.1:50051 --concurrency 1,2,4,8 --num-requests 32 \\
         --input-len 128 --output-len 64 --ignore-eos --metrics-url http://127.0.0.1:8000/metrics
+    python -m loadtest --target openai --url http://127.0.0.1:8000 --concurrency 32   # pagedserve over HTTP
     python -m loadtest --target openai --url http://127.0.0.1:8080 --request-rate 1,2,4 --duration 60
     python -m loadtest --compare results/a/result.json results/b/result.json
 
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or text (default for openai)")
     g.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
     g.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
+    g.add_argument("--ready-timeout", type=float, default=600.0,
+                   help="wait this long for the target to be ready (gRPC health SERVING, HTTP /health 200)")
     g = p.add_argument_group("workload")
     g.add_argument("--workload", choices=WORKLOADS, default="synthetic")
     g.add_argument("--dataset", default=None, help="jsonl file: {\"prompt\"|\"messages\", \"max_tokens\"} a line")
@@ -139,6 +142,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    from pagedserve.loadtest.readiness import wait_until_ready
     from pagedserve.loadtest.report import build_result, markdown, write_json
     from pagedserve.loadtest.runner import Level, Plan, Runner
     from pagedserve.loadtest.server_metrics import MetricsScraper
@@ -159,6 +163,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                         ns.prefix_len, ns.chat_turns, ns.dataset)
     target = make_target(ns.target, address, model=ns.model, temperature=ns.temperature,
                          ignore_eos=ns.ignore_eos, timeout=ns.timeout)
+    wait_until_ready(target.readiness, ns.ready_timeout, f"{ns.target} target {address}")
     server = target.describe()
     use_ids = ns.prompt_format == "ids" or (ns.prompt_format == "auto" and ns.target == "grpc")
     tokenize, cache = (target.tokenize if use_ids else None), {}

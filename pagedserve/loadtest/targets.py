@@ -1,4 +1,5 @@
-"""Servers under test: pagedserve over gRPC, or any OpenAI-compatible HTTP server (streaming SSE).
+"""Servers under test: pagedserve over gRPC, or any OpenAI-compatible HTTP server (streaming SSE):
+pagedserve's own HTTP front, llama-server, vLLM.
 
 A target turns a Prepared request into a RequestRecord, timing it on `time.perf_counter`. Both
 run on asyncio (grpc.aio; raw asyncio streams for HTTP, standard library only), so hundreds of
@@ -20,6 +21,8 @@ import grpc
 
 from pagedserve.loadtest.stats import RequestRecord
 from pagedserve.loadtest.workloads import Prepared
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2_grpc as pb_grpc
 from pagedserve.client import PagedServeClient
 
@@ -36,6 +39,16 @@ class GrpcTarget:
         self._setup = PagedServeClient(address)  # blocking client, for setup calls only
         self._channel = None
         self._stub = None
+
+    def readiness(self) -> str:
+        """"" when the server's health is SERVING, else why not (one check, for wait_until_ready)."""
+        try:
+            status = health_pb2_grpc.HealthStub(self._setup.channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5.0).status
+        except grpc.RpcError as e:
+            return f"health check: {e.code().name}"
+        return "" if status == health_pb2.HealthCheckResponse.SERVING else \
+            f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
 
     def describe(self) -> dict:
         """Model facts for the report (waits up to 30 s for the server)."""
@@ -125,6 +138,19 @@ class OpenAITarget:
         finally:
             conn.close()
 
+    def readiness(self) -> str:
+        """"" when GET /health answers 200 (pagedserve, vLLM and llama-server all serve it), else why not."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+        try:
+            conn.request("GET", self.base + "/health")
+            response = conn.getresponse()
+            response.read()
+            return "" if response.status == 200 else f"/health answered {response.status}"
+        except OSError as e:
+            return f"/health: {e}"
+        finally:
+            conn.close()
+
     def describe(self) -> dict:
         """The served model: --model, else the first of GET /v1/models (omitted if that fails)."""
         if self.model is None:
@@ -135,8 +161,10 @@ class OpenAITarget:
         return {"target": "openai", "url": f"http://{self.host}:{self.port}{self.base}", "model": self.model}
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
-        """Token ids from llama-server's POST /tokenize ({"content", "add_special"} -> {"tokens"})."""
-        return self._get_json("POST", "/tokenize", {"content": text, "add_special": add_special})["tokens"]
+        """Token ids from POST /tokenize, in both dialects: llama-server's {"content", "add_special"}
+        and vLLM's (and pagedserve's) {"prompt", "add_special_tokens"}; both answer {"tokens"}."""
+        body = {"content": text, "add_special": add_special, "prompt": text, "add_special_tokens": add_special}
+        return self._get_json("POST", "/tokenize", body)["tokens"]
 
     async def start(self) -> None:
         pass

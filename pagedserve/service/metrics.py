@@ -96,6 +96,8 @@ class ServerMetrics:
         r = self.registry
         self.request_errors = Counter("pagedserve_request_errors", "Calls that ended with a non-OK gRPC status.",
                                       ["method", "code"], registry=r)
+        self.http_requests = Counter("pagedserve_http_requests", "HTTP requests answered, by endpoint and status code.",
+                                     ["endpoint", "status"], registry=r)
         self.queue_time = Histogram("pagedserve_request_queue_time_seconds",
                                     "Time from queueing to first being scheduled.", buckets=_LATENCY_BUCKETS, registry=r)
         self.time_to_first_token = Histogram("pagedserve_time_to_first_token_seconds",
@@ -156,6 +158,9 @@ class ServerMetrics:
                 self._last_token_time.pop(rid, None)
                 end = output.finish_time if output.finish_time is not None else now
                 self.e2e_latency.observe(end - output.arrival_time)
+
+    def count_http_request(self, endpoint: str, status: int) -> None:
+        self.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
 
     def count_error(self, method: str, code_name: str) -> None:
         self.request_errors.labels(method=method, code=code_name).inc()

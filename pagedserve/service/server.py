@@ -1,8 +1,11 @@
-"""The gRPC server's life: listen (NOT_SERVING), attach a warm engine (SERVING), drain and stop.
+"""The server's life: listen (NOT_SERVING), attach a warm engine (SERVING), drain and stop.
 
-Order matters at both ends. Starting: the port and health answer first, so orchestrators see a
+One process, one engine, two fronts: gRPC (PagedServe, health, reflection) and the
+OpenAI-compatible HTTP API (with /health and /metrics), in one event loop over one AsyncEngine.
+
+Order matters at both ends. Starting: the ports and health answer first, so orchestrators see a
 live but NOT_SERVING process while kernels compile; only a warm engine turns health to SERVING.
-Stopping: health NOT_SERVING, new calls refused with UNAVAILABLE, in-flight streams get the grace
+Stopping: health NOT_SERVING, new calls refused with UNAVAILABLE (HTTP 503), in-flight streams get the grace
 period to finish, the rest are cancelled (which aborts them), then the engine thread stops.
 """
 
@@ -24,6 +27,10 @@ from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine import LLMEngine
 from pagedserve.service.grpc_decoding import add_servicer_to_server
+from pagedserve.service.grpc_auth import ApiKeyInterceptor
+from pagedserve.service.http.app import create_app, owner_of_key
+from pagedserve.service.http.errors import not_serving
+from pagedserve.service.http.listener import HttpListener
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service.request_validation import RequestLimits
 from pagedserve.service.server_options import ServerOptions
@@ -36,16 +43,20 @@ MIB = 1 << 20
 
 
 class PagedServeServer:
-    """One gRPC server (PagedServe, health, reflection) plus its metrics endpoint."""
+    """One gRPC server (PagedServe, health, reflection), the HTTP API and the metrics endpoints."""
 
     def __init__(self, options: ServerOptions = ServerOptions()):
         self.options = options
         self.metrics = ServerMetrics(lambda: self.async_engine)
         self.servicer = PagedServeServicer(self.metrics)
+        if options.api_key is not None:  # request ids are scoped by key, not by connection
+            self.servicer.owner_of = lambda context, owner=owner_of_key(options.api_key): owner
         self.health = health.aio.HealthServicer()
         self.async_engine: Optional[AsyncEngine] = None
         self.port: Optional[int] = None
         self.metrics_port: Optional[int] = None
+        self.http_port: Optional[int] = None
+        self._http: Optional[HttpListener] = None
         self._server: Optional[grpc.aio.Server] = None
         self._metrics_httpd = None
         self._stopped = asyncio.Event()
@@ -57,7 +68,8 @@ class PagedServeServer:
     async def start(self) -> None:
         """Listen and answer health (NOT_SERVING) and reflection; raises OSError if the port is taken."""
         o = self.options
-        self._server = grpc.aio.server(options=[
+        interceptors = [ApiKeyInterceptor(o.api_key)] if o.api_key is not None else []
+        self._server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", o.max_message_bytes),
             ("grpc.max_send_message_length", o.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
@@ -79,12 +91,26 @@ class PagedServeServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
         await self._server.start()
+        if o.http_port is not None:
+            self._http = HttpListener(create_app(self._http_backend, self.metrics, o.api_key), o.http_host, o.http_port)
+            self.http_port = self._http.port
+            await self._http.start()
         if o.metrics_port is not None:
             self._metrics_httpd, _ = start_http_server(o.metrics_port, o.metrics_host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
-        log.info("gRPC listening on %s (%s), health NOT_SERVING until the engine is warm; metrics %s",
-                 self.address, "TLS" if o.tls_cert else "plaintext",
-                 f"on http://{o.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port else "off")
+        log.info("gRPC listening on %s (%s), health NOT_SERVING until the engine is warm; HTTP %s; "
+                 "API key %s; metrics %s", self.address, "TLS" if o.tls_cert else "plaintext",
+                 f"on http://{o.http_host}:{self.http_port}/v1" if self.http_port else "off",
+                 "required" if o.api_key else "off",
+                 f"also on http://{o.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port else "on the HTTP port")
+
+    def _http_backend(self) -> Backend:
+        """What the HTTP front serves now; raises its 503 while warming up or draining."""
+        if self.servicer.draining:
+            raise not_serving("the server is shutting down; retry on another replica")
+        if self.servicer.backend is None:
+            raise not_serving("the server is warming up (compiling kernels); retry shortly")
+        return self.servicer.backend
 
     async def attach_engine(self, engine: LLMEngine, model: LoadedModel) -> None:
         """Start the engine thread over a (warm) engine and turn health to SERVING."""
@@ -142,7 +168,11 @@ class PagedServeServer:
         finished = engine is None or await engine.wait_for_streams(grace)
         if not finished:
             log.warning("%d streams still open (grace %.1f s); cancelling them", engine.num_active_streams, grace)
-        await self._server.stop(max(0.0, grace - (time.monotonic() - started)) if finished else 0)
+        remaining = max(0.0, grace - (time.monotonic() - started)) if finished else 0.0
+        stopping = [self._server.stop(remaining)]
+        if self._http is not None:
+            stopping.append(self._http.stop(remaining))
+        await asyncio.gather(*stopping)
         self.servicer.close()  # tokenizations still running would slow the process's exit
         if engine is not None:
             await engine.stop()

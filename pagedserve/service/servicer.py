@@ -102,6 +102,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
         self.backend: Optional[Backend] = None
         self.draining = False
         self.tokenizer_threads = DaemonThreadPool()
+        self.owner_of = lambda context: context.peer()  # who a request id belongs to (the server may scope by API key)
 
     def close(self) -> None:
         """Interrupt tokenizations still running (the server has stopped: nobody awaits them)."""
@@ -149,7 +150,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
                 checked = rv.engine_request(request, engine.tokenizer, limits)
             request_id = checked.request_id or uuid.uuid4().hex
             checked = dataclasses.replace(checked, request_id=request_id)
-            outputs = engine.generate(checked, owner=context.peer(), deadline=deadline)
+            outputs = engine.generate(checked, owner=self.owner_of(context), deadline=deadline)
             async with contextlib.aclosing(outputs):  # closing aborts a request that did not finish
                 async for output in outputs:
                     yield generate_response(output)
@@ -201,7 +202,7 @@ class PagedServeServicer(pb_grpc.PagedServeServicer):
             if not request.request_id:
                 raise InvalidRequestError("request_id", "request_id: give the id of the request to abort")
             request_id = rv.check_request_id(request.request_id)
-            if not backend.engine.abort(request_id, owner=context.peer()):
+            if not backend.engine.abort(request_id, owner=self.owner_of(context)):
                 raise not_found(f"request_id: this caller has no unfinished request {request_id!r}")
             return pb.AbortResponse(aborted=True)
         except Exception as exc:

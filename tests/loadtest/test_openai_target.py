@@ -26,6 +26,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     chunked = True
     bodies: list = []
+    unready_checks = 0  # /health answers 503 this many times first (a server warming up)
+    health_checks = 0
 
     def log_message(self, *args):
         pass
@@ -39,6 +41,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
+        if self.path == "/health":
+            type(self).health_checks += 1
+            return self._json(503 if self.health_checks <= self.unready_checks else 200, {})
         self._json(200, {"data": [{"id": "fake-model"}]}) if self.path == "/v1/models" else self._json(404, {})
 
     def do_POST(self):
@@ -84,6 +89,7 @@ def fake():
     httpd.shutdown()
     httpd.server_close()
     FakeOpenAI.chunked = True
+    FakeOpenAI.unready_checks = FakeOpenAI.health_checks = 0
 
 
 def run(target: OpenAITarget, prepared: Prepared):
@@ -139,6 +145,7 @@ def test_chat_token_ids_and_errors(fake):
 
 def test_cli_sweep_against_fake_server(fake, tmp_path):
     out = tmp_path / "run"
+    FakeOpenAI.unready_checks = 2  # warming up: the run waits for /health 200 instead of failing
     code = main(["--target", "openai", "--url", fake, "--concurrency", "1,2", "--num-requests", "3",
                  "--input-len", "6", "--output-len", "4", "--ignore-eos", "--prompt-format", "ids", "--warmup", "1",
                  "--out-dir", str(out), "--no-plots", "--no-progress", "--slo-ttft-ms", "5000"])
@@ -146,6 +153,7 @@ def test_cli_sweep_against_fake_server(fake, tmp_path):
     result = load_json(str(out / "result.json"))
     assert [lv["label"] for lv in result["levels"]] == ["c=1", "c=2"]
     assert len(FakeOpenAI.bodies) == 1 + 3 + 3  # warm-up, then 3 per level
+    assert FakeOpenAI.health_checks == 3
     prompts = [body["prompt"] for _, body in FakeOpenAI.bodies]
     assert all(len(p) == 6 and p[0] == 1 for p in prompts)  # exact lengths from /tokenize
     for lv in result["levels"]:

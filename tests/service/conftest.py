@@ -83,7 +83,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.01) -> None
 
 
 def test_options(**overrides) -> ServerOptions:
-    return ServerOptions(**{"port": 0, "metrics_port": 0, "grace_seconds": 5.0, "max_tokens_limit": 64,
+    return ServerOptions(**{"port": 0, "metrics_port": 0, "http_port": 0, "grace_seconds": 5.0, "max_tokens_limit": 64,
                             "max_prompt_tokens": 8191,
                             **overrides})
 
