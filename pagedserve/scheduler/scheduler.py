@@ -349,7 +349,9 @@ class Scheduler:
         return request.add_prompt_logprobs(scheduled.start_position, chunk)
 
     def _finish(self, request: Request, status: RequestStatus) -> None:
-        """Mark finished, free every block, drop from the queues."""
+        """Mark finished, free every block, drop from the queues. An n-choice request that had not
+        forked yet also queues a finished output (same reason, no tokens) for each choice it will
+        never fork, so every choice of every request ends with a finished output."""
         if request in self.running:
             self.running.remove(request)
         else:
@@ -359,6 +361,11 @@ class Scheduler:
         request.status = status
         request.finish_time = self.clock()
         self.requests.pop(request.request_id, None)
+        if request.num_choices_to_fork:  # finished before its prompt was done: its choices end with it
+            self._pending_outputs.extend(
+                RequestOutput.of(request, index=i, num_output_tokens=0, first_token_time=None, stop_reason=None)
+                for i in range(1, request.sampling_params.n)
+            )
         siblings = self.choices.get(request.parent_id) if request.parent_id is not None else None
         if siblings is not None:
             siblings.remove(request.request_id)

@@ -193,3 +193,22 @@ def test_choice_params_shift_the_seed_and_drop_n():
     with pytest.raises(ValueError):
         p.for_choice(3)
 
+
+
+def test_every_choice_ends_when_the_request_fails_before_forking():
+    engine, runner = create_engine()
+    runner.fail_on_call = 1  # the prefill step raises: choice 0 finishes with "error" unforked
+    outs = engine.generate([PROMPT], params(3))
+    assert [(o.index, o.finish_reason, o.new_token_ids) for o in outs] == [(0, "error", []), (1, "error", []),
+                                                                           (2, "error", [])]
+    assert all_refcounts_zero(engine)
+
+
+def test_abort_before_forking_ends_every_choice():
+    engine, _ = create_engine(max_num_batched_tokens=4, long_prefill_token_threshold=4)
+    engine.add_request(PROMPT, params(3), "r")
+    engine.step()  # the first chunk of the prompt
+    assert engine.abort_request("r")
+    finals = engine.step()
+    assert sorted((o.index, o.finish_reason) for o in finals) == [(0, "abort"), (1, "abort"), (2, "abort")]
+    assert not engine.has_unfinished_requests() and all_refcounts_zero(engine)
