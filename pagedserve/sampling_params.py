@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+# The most choices one request may ask for (`n`). Every choice is a running sequence with its own
+# KV blocks after the prompt, so n multiplies a request's cache and batch share; 16 covers the
+# best-of / self-consistency uses (OpenAI's own examples stay far below) while one request cannot
+# take over a server's batch.
+MAX_NUM_CHOICES = 16
 
 
 class InvalidRequestError(ValueError):
@@ -22,6 +28,9 @@ class SamplingParams:
     penalties (0 = off) to output tokens only. `seed` makes sampling reproducible whatever else is
     in the batch (None: drawn from the engine's generator). `logprobs` asks for that many top
     alternatives of every sampled token (0: only the sampled token's own logprob is not returned).
+    `n` asks for that many independent choices of the same prompt: the prompt is computed once,
+    then every choice continues from it on its own (`for_choice`); choice i with a `seed` samples
+    exactly as a single request with seed + i would.
     """
 
     temperature: float = 1.0
@@ -38,6 +47,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int = 0
     prompt_logprobs: int = 0
+    n: int = 1
 
     def __post_init__(self):
         if not self.temperature >= 0.0:
@@ -66,6 +76,19 @@ class SamplingParams:
             )
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop", "stop strings must not be empty")
+        if not 1 <= self.n <= MAX_NUM_CHOICES:
+            raise InvalidRequestError("n", f"n must be in [1, {MAX_NUM_CHOICES}], got {self.n}")
+        if self.n > 1 and self.max_tokens == 0:
+            raise InvalidRequestError("n", "n > 1 needs max_tokens >= 1: choices differ only in their outputs")
+
+    def for_choice(self, index: int) -> "SamplingParams":
+        """The parameters choice `index` of an n-choice request samples with: n = 1, and the seed
+        shifted by the index (seed + index), so every choice is reproducible on its own and equals
+        a single request with that seed. Choice 0 keeps the request's own seed."""
+        if not 0 <= index < self.n:
+            raise ValueError(f"choice {index} of a request with n={self.n}")
+        seed = None if self.seed is None else self.seed + index
+        return replace(self, n=1, seed=seed)
 
     @property
     def greedy(self) -> bool:

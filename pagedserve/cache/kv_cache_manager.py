@@ -8,6 +8,14 @@ ceil(W / block_size) + 1 blocks per decoding request, however long it runs.
 
 Prefix caching: a hit needs the block cached in *every* group (windowed groups included), so the
 same token prefix is served for all layers; out-of-window hit blocks are not even touched.
+
+Forking (the choices of an n > 1 request): `fork` gives a new request the parent's tables, every
+block referenced once more. The parent's full blocks are shared for good (nobody writes them
+again). A partially filled last block is copy-on-write for the child: the child's first
+`allocate_slots` swaps it for a fresh block and queues a (src, dst) copy per group, which the
+runner applies before the step's forward (`take_blocks_to_copy`). The parent keeps writing its
+own tail in place: it only writes positions at or past the fork point, which no child reads from
+the shared block (a child reads its copy, where its own writes overwrite those slots first).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class _RequestBlocks:
     entry_ids: list[list[int]]  # per group: cache entry ids of the leading full blocks registered
     num_dropped: list[int]  # per group: leading entries already replaced by the null block
     cache_stopped: list[bool]  # per group: a hash collision stopped caching for this request
+    copy_on_write: list[bool]  # per group: the last table entry is a parent's partial block
 
 
 class KVCacheManager:
@@ -50,6 +59,7 @@ class KVCacheManager:
         self.windows = tuple(g.sliding_window for g in spec.groups)
         self._requests: dict[str, _RequestBlocks] = {}
         self._block_hashes: dict[str, list[bytes]] = {}
+        self._blocks_to_copy: list[tuple[str, int, int, int]] = []  # (request_id, group, src, dst)
         self.num_window_freed_blocks = 0
 
     @property
@@ -146,7 +156,7 @@ class KVCacheManager:
         if state is None:
             g_range = range(self.num_groups)
             state = _RequestBlocks([[] for _ in g_range], [[] for _ in g_range], [0 for _ in g_range],
-                                   [False for _ in g_range])
+                                   [False for _ in g_range], [False for _ in g_range])
         computed = [list(b) for b in computed_blocks] if computed_blocks else [[] for _ in self.pools]
         if any(computed) and any(state.block_tables):
             raise ValueError(f"request {request.request_id} already holds blocks; hits only on admission")
@@ -160,11 +170,15 @@ class KVCacheManager:
             num_skipped = self._num_out_of_window(g, num_computed)
             hits_to_touch = computed[g][num_skipped:]
             num_new_blocks = max(0, num_blocks_total - len(state.block_tables[g]) - len(computed[g]))
+            num_copies = 1 if state.copy_on_write[g] and num_new_tokens > 0 else 0
             num_evictable_hits = sum(1 for b in hits_to_touch if pool.ref_counts[b] == 0)
-            if num_new_blocks > pool.num_free_blocks - num_evictable_hits:
+            if num_new_blocks + num_copies > pool.num_free_blocks - num_evictable_hits:
                 return False
             plans.append((min(num_skipped, len(computed[g])), hits_to_touch, num_new_blocks))
 
+        for g in range(self.num_groups):
+            if state.copy_on_write[g] and num_new_tokens > 0:
+                self._copy_last_block(request.request_id, state, g)
         for g, (pool, (num_skipped_hits, hits_to_touch, num_new_blocks)) in enumerate(zip(self.pools, plans)):
             table = state.block_tables[g]
             if computed[g]:
@@ -189,8 +203,58 @@ class KVCacheManager:
         state = self._requests.pop(request_id, None)
         if state is None:
             return
+        if self._blocks_to_copy:  # a copy into blocks it no longer holds must not run
+            self._blocks_to_copy = [c for c in self._blocks_to_copy if c[0] != request_id]
         for pool, table in zip(self.pools, state.block_tables):
             pool.free(b for b in reversed(table) if b != NULL_BLOCK_ID)
+
+    # ---- forking ----
+    def fork(self, parent: CacheRequest, child_id: str) -> None:
+        """Give `child_id` (holding nothing) the blocks of `parent`'s computed tokens: one more
+        reference to each. The parent's tables must cover exactly its computed tokens (true right
+        after a step computed them, before the next allocation).
+
+        A partially filled last block becomes copy-on-write for the child, so the child needs no
+        free block now: its first `allocate_slots` copies (and may then report no room, like any
+        allocation). Prefix-cache state (hashes, registered entries) is the parent's too, since the
+        child's tokens start with the parent's.
+        """
+        parent_id = parent.request_id
+        num_computed = parent.num_computed_tokens
+        parent_state = self._requests[parent_id]
+        if child_id in self._requests:
+            raise ValueError(f"request {child_id} already holds blocks")
+        if any(len(t) != cdiv(num_computed, self.block_size) for t in parent_state.block_tables):
+            raise ValueError(f"request {parent_id}: its tables do not cover exactly its {num_computed} computed tokens")
+        for pool, table in zip(self.pools, parent_state.block_tables):
+            pool.touch(b for b in table if b != NULL_BLOCK_ID)
+        # A fully written last block is shared like the others; a partial one (the same in every
+        # group: one block size) is the child's to copy before it writes.
+        partial = num_computed % self.block_size != 0
+        self._requests[child_id] = _RequestBlocks(
+            [list(t) for t in parent_state.block_tables], [list(e) for e in parent_state.entry_ids],
+            list(parent_state.num_dropped), list(parent_state.cache_stopped), [partial] * self.num_groups,
+        )
+        if parent_id in self._block_hashes:
+            self._block_hashes[child_id] = list(self._block_hashes[parent_id])
+
+    def take_blocks_to_copy(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        """The (src, dst) block copies queued since the last call, per group, in order."""
+        per_group: list[list[tuple[int, int]]] = [[] for _ in self.pools]
+        for _, g, src, dst in self._blocks_to_copy:
+            per_group[g].append((src, dst))
+        self._blocks_to_copy = []
+        return tuple(tuple(pairs) for pairs in per_group)
+
+    def _copy_last_block(self, request_id: str, state: _RequestBlocks, g: int) -> None:
+        pool, table = self.pools[g], state.block_tables[g]
+        src = table[-1]
+        dst_ids = pool.allocate(1)
+        assert dst_ids is not None  # counted by the caller
+        table[-1] = dst_ids[0]
+        pool.free([src])
+        state.copy_on_write[g] = False
+        self._blocks_to_copy.append((request_id, g, src, dst_ids[0]))
 
     # ---- usage ----
     def num_used_blocks(self) -> tuple[int, ...]:

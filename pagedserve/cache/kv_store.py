@@ -41,6 +41,7 @@ class KVStore:
                                                      spec.head_dim)
         self.layers: dict[int, LayerKV] = {}
         self._groups: list[tuple[np.ndarray, np.ndarray]] = []
+        self._group_scales: list[tuple[np.ndarray, np.ndarray] | None] = []
         for g, group in enumerate(spec.groups):
             n = len(group.layer_ids)
             k = np.zeros((n,) + k_tail, dtype=dtype)
@@ -50,6 +51,7 @@ class KVStore:
             if spec.kv_dtype == "int8":
                 ks = np.zeros((n,) + scale_tail, dtype=np.float32)
                 vs = np.zeros((n,) + scale_tail, dtype=np.float32)
+            self._group_scales.append(None if ks is None else (ks, vs))
             for i, layer in enumerate(group.layer_ids):
                 self.layers[layer] = LayerKV(
                     k[i], v[i], None if ks is None else ks[i], None if vs is None else vs[i],
@@ -59,6 +61,19 @@ class KVStore:
     def group_arrays(self, group: int) -> tuple[np.ndarray, np.ndarray]:
         """K and V of every layer of a group, [layers_in_group, ...], in the group's layer order."""
         return self._groups[group]
+
+    def copy_blocks(self, blocks_to_copy) -> None:
+        """Copy whole blocks, K and V (and int8 scales) of every layer: `blocks_to_copy[g]` lists
+        (src, dst) block ids of group g, applied in order (a forked choice's copy of a shared
+        partial block, before the step that writes into it). Blocks are the second axis of every
+        group array, whatever the kernels' layout inside a block."""
+        for g, pairs in enumerate(blocks_to_copy):
+            if not pairs:
+                continue
+            arrays = list(self._groups[g]) + list(self._group_scales[g] or ())
+            for src, dst in pairs:  # one pair per forked choice: never a per-token loop
+                for array in arrays:
+                    array[:, dst] = array[:, src]
 
     @property
     def nbytes(self) -> int:

@@ -76,11 +76,17 @@ class AsyncEngine:
         """The outputs of `request`, in order, the last one finished; each carries the caller's
         request id (generated when the request has none).
 
+        With `params.n > 1` the outputs of the n choices come interleaved, each carrying its
+        `index`, each choice in order and ending with its own finished output; the iterator ends
+        when all n have finished. (Choice 0 is the request itself; choices 1..n-1 fork from it when
+        its prompt is computed, so the prompt is computed once: see scheduler/scheduler.py.)
+
         `deadline` is an absolute `time.monotonic()` time. Raises, at the first iteration,
         DeadlineExceeded (it has passed: the request never starts), EngineNotRunning,
         RequestIdInUse (the owner has an open stream with that id), InvalidRequestError or
         QueueFullError (the engine refused it); later DeadlineExceeded or EngineFailure.
-        Close the iterator when you stop early (`contextlib.aclosing`): closing aborts the request.
+        Close the iterator when you stop early (`contextlib.aclosing`): closing aborts the request
+        (every choice of it).
         """
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded()
@@ -95,25 +101,28 @@ class AsyncEngine:
         queue = engine_loop.open_stream(engine_id)
         self._streams[key] = engine_id
         self._streams_done.clear()
-        added = finished = False
+        added = False
+        num_choices, num_finished = request.params.n, 0
         try:
             self._engine.add_request(request.prompt_token_ids, request.params, engine_id, request.priority)
             added = True
-            while not finished:
-                output = await self._next_output(queue, deadline)
-                finished = output.finished
-                yield dataclasses.replace(output, request_id=client_id)
+            while num_finished < num_choices:
+                for output in await self._next_outputs(queue, deadline):
+                    num_finished += output.finished
+                    yield dataclasses.replace(output, request_id=client_id)
         finally:
             engine_loop.close_stream(engine_id)
             del self._streams[key]
-            if added and not finished:
-                self._engine.abort_request(engine_id)  # frees its blocks now
+            if added and num_finished < num_choices:
+                self._engine.abort_request(engine_id)  # frees the blocks of every choice now
             if not self._streams:
                 self._streams_done.set()
 
     @staticmethod
-    async def _next_output(queue: asyncio.Queue, deadline: Optional[float]) -> RequestOutput:
-        """The next output, merged with any that queued up behind it; raises what the engine sent."""
+    async def _next_outputs(queue: asyncio.Queue, deadline: Optional[float]) -> list[RequestOutput]:
+        """The next output, and any that queued up behind it merged per choice (the consumer fell
+        behind: it gets one output per choice, in the order the choices first appear); raises what
+        the engine sent."""
         if deadline is None:
             item = await queue.get()
         else:
@@ -121,14 +130,19 @@ class AsyncEngine:
                 item = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
             except asyncio.TimeoutError:
                 raise DeadlineExceeded() from None
-        while not isinstance(item, EngineFailure) and not item.finished and not queue.empty():
-            later = queue.get_nowait()  # the consumer fell behind: hand it one merged output
-            item = later if isinstance(later, EngineFailure) else item.merged_with(later)
-        if isinstance(item, EngineFailure):
-            raise item
-        if item.finish_reason == "error":
-            raise EngineFailure("the model runner raised during a step holding this request")
-        return item
+        items = [item]
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        merged: dict[int, RequestOutput] = {}
+        for item in items:
+            if isinstance(item, EngineFailure):
+                raise item
+            previous = merged.get(item.index)
+            merged[item.index] = previous.merged_with(item) if previous is not None else item
+        for output in merged.values():
+            if output.finish_reason == "error":
+                raise EngineFailure("the model runner raised during a step holding this request")
+        return list(merged.values())
 
     def abort(self, request_id: str, owner: str = "") -> bool:
         """Abort the owner's open request `request_id`: its blocks are free on return and its

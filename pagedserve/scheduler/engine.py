@@ -130,6 +130,7 @@ class LLMEngine:
                 num_window_freed_blocks=kv.num_window_freed_blocks,
                 num_prefill_tokens_last_step=s.num_prefill_tokens_last_step,
                 num_decode_tokens_last_step=s.num_decode_tokens_last_step,
+                num_prefill_tokens=s.num_prefill_tokens,
                 last_step_time_s=self._last_step_time_s,
                 num_steps=self._num_steps,
                 num_finished_by_reason=dict(s.num_finished_by_reason),
@@ -140,7 +141,8 @@ class LLMEngine:
         prompts: Sequence[Sequence[int]],
         params: SamplingParams | Sequence[SamplingParams],
     ) -> list[RequestOutput]:
-        """Offline: run until every prompt is done; one accumulated output per prompt, in order.
+        """Offline: run until every prompt is done; one accumulated output per prompt and choice,
+        in order (a prompt whose params have n > 1 gives its n choices, by index, in its place).
 
         Each output holds all output token ids, the full text, all logprobs and the prompt
         logprobs. Prompts beyond the waiting-queue bound are queued as room frees up.
@@ -150,10 +152,10 @@ class LLMEngine:
             raise ValueError(f"{len(prompts)} prompts but {len(params_list)} sampling params")
         request_ids: list[Optional[str]] = [None] * len(prompts)
         ours: set[str] = set()
-        results: dict[str, RequestOutput] = {}
+        results: dict[tuple[str, int], RequestOutput] = {}
         num_added = 0
         num_done = 0
-        while num_done < len(prompts):
+        while num_done < sum(p.n for p in params_list):
             while num_added < len(prompts):
                 try:
                     request_ids[num_added] = self.add_request(prompts[num_added], params_list[num_added])
@@ -164,7 +166,8 @@ class LLMEngine:
             for output in self.step():
                 if output.request_id not in ours:
                     continue  # another caller's request
-                previous = results.get(output.request_id)
-                results[output.request_id] = previous.merged_with(output) if previous else output
+                key = (output.request_id, output.index)
+                previous = results.get(key)
+                results[key] = previous.merged_with(output) if previous else output
                 num_done += output.finished
-        return [results[rid] for rid in request_ids]
+        return [results[(rid, i)] for rid, p in zip(request_ids, params_list) for i in range(p.n)]

@@ -27,6 +27,9 @@ class EngineStats:
     last_step_time_s: float
     num_steps: int
     num_finished_by_reason: Mapping[str, int] = field(default_factory=dict)  # "stop"/"length"/"abort"/"error"
+    # Total prompt tokens computed (recomputes after preemption included, prefix-cache hits not):
+    # the n choices of one request compute their prompt once.
+    num_prefill_tokens: int = 0
 
     @property
     def num_blocks_used_all_groups(self) -> int:

@@ -47,6 +47,11 @@ class Request:
     `num_computed_tokens` counts tokens (prompt and output) whose KV is in the cache;
     `num_cached_tokens` how many of them the prefix cache served at first admission (-1: not
     admitted yet). Times come from the engine's clock.
+
+    Choices (`sampling_params.n > 1`): the request itself is choice 0 and computes the prompt;
+    when its first token is sampled it forks the other choices (`index` 1..n-1), requests of
+    their own (keyed `choice_request_id(request_id, index)`) whose `parent_id` names it and whose
+    outputs carry its id. `forked` is set once that has happened.
     """
 
     request_id: str
@@ -68,6 +73,9 @@ class Request:
     # Prompt logprobs gathered so far: entry i is the distribution predicting prompt token i + 1.
     prompt_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     prompt_logprobs_delivered: bool = False
+    parent_id: Optional[str] = None  # a forked choice: the request whose prompt it shares
+    index: int = 0  # the choice number
+    forked: bool = False  # an n-choice request whose other choices exist
 
     def __post_init__(self):
         self.prompt_token_ids = list(self.prompt_token_ids)
@@ -114,6 +122,16 @@ class Request:
         return self.status.is_finished
 
     @property
+    def output_request_id(self) -> str:
+        """The id its outputs carry: the parent's for a forked choice (its `index` tells them apart)."""
+        return self.parent_id if self.parent_id is not None else self.request_id
+
+    @property
+    def num_choices_to_fork(self) -> int:
+        """Choices this request will still create when its first token is sampled."""
+        return 0 if self.forked or self.parent_id is not None else self.sampling_params.n - 1
+
+    @property
     def sort_key(self) -> tuple[int, float]:
         """Priority-policy order: (priority, arrival_time), smallest first."""
         return (self.priority, self.arrival_time)
@@ -126,7 +144,8 @@ class RequestOutput:
     `prompt_logprobs` (when asked) arrives once, in the output of the step that completes the
     prompt: one entry per prompt position, None at 0, else the top-K (id, logprob) pairs of the
     distribution that predicted that prompt token. `stop_reason` is the matched stop string or
-    stop token id.
+    stop token id. `index` is the choice number of an n-choice request (0 otherwise); the choices
+    of one request share its `request_id`, each streams and finishes on its own.
     """
 
     request_id: str
@@ -144,12 +163,14 @@ class RequestOutput:
     first_scheduled_time: Optional[float] = None
     first_token_time: Optional[float] = None
     finish_time: Optional[float] = None
+    index: int = 0
 
     @classmethod
     def of(cls, request: Request, **changes) -> "RequestOutput":
         """An output carrying the request's current counters and times; `changes` add the news."""
         fields = dict(
-            request_id=request.request_id,
+            request_id=request.output_request_id,
+            index=request.index,
             new_token_ids=[],
             finished=request.is_finished,
             finish_reason=request.status.finish_reason,
@@ -166,7 +187,10 @@ class RequestOutput:
         return cls(**fields)
 
     def merged_with(self, later: "RequestOutput") -> "RequestOutput":
-        """This output followed by a later one of the same request, as one accumulated output."""
+        """This output followed by a later one of the same request (and choice), as one accumulated output."""
+        if (later.request_id, later.index) != (self.request_id, self.index):
+            raise ValueError(f"cannot merge choice {later.index} of {later.request_id!r} into "
+                             f"choice {self.index} of {self.request_id!r}")
         return replace(
             later,
             new_token_ids=self.new_token_ids + later.new_token_ids,
@@ -174,3 +198,13 @@ class RequestOutput:
             new_logprobs=self.new_logprobs + later.new_logprobs,
             prompt_logprobs=later.prompt_logprobs if later.prompt_logprobs is not None else self.prompt_logprobs,
         )
+
+
+# Separates a request id from a choice number in the ids of forked choices; request ids that contain
+# it are refused, so a choice's id can never be another request's.
+CHOICE_ID_SEPARATOR = "\x1f"
+
+
+def choice_request_id(request_id: str, index: int) -> str:
+    """The scheduler's key of choice `index` (>= 1) of request `request_id`."""
+    return f"{request_id}{CHOICE_ID_SEPARATOR}{index}"

@@ -57,7 +57,7 @@ class RunnerSync:
         )
 
     def scheduled(self, request: Request, num_new_tokens: int, sample: bool,
-                  want_prompt_logprobs: bool) -> ScheduledRequest:
+                  want_prompt_logprobs: bool, fork_request_ids: tuple[str, ...] = ()) -> ScheduledRequest:
         """The diff for a granted request the runner holds (call `new_request` first if not)."""
         sent = self._sent[request.request_id]
         new_block_ids = []
@@ -80,4 +80,5 @@ class RunnerSync:
             new_output_token_ids=new_output_token_ids,
             sample=sample,
             want_prompt_logprobs=want_prompt_logprobs,
+            fork_request_ids=fork_request_ids,
         )

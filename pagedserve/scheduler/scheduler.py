@@ -6,6 +6,13 @@ and `max_num_seqs` allow. When the cache has no room for a running request, the 
 admitted running request (priority policy: the least important) is preempted by recompute: its
 blocks are freed, its generated tokens kept, and it returns to the front of the waiting queue.
 A request that cannot fit even when it is the only one holding blocks finishes with "length".
+
+An n-choice request (`sampling_params.n > 1`) is admitted as one request that is choice 0 and
+reserves room for all n sequences under `max_num_seqs`. The step that samples its first token also
+samples the first token of choices 1..n-1 from the same logits; `update_from_output` then forks
+them: each is a request of its own (`Request.parent_id`) that shares the prompt's KV blocks (see
+`KVCacheManager.fork`), so the prompt is computed once. From there every choice runs, stops, is
+preempted and recomputed on its own; aborting the request aborts all its choices.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Callable, Optional
 
 from pagedserve.cache.kv_cache_manager import KVCacheManager
 from pagedserve.scheduler.engine_config import EngineConfig
-from pagedserve.scheduler.request import Request, RequestOutput, RequestStatus
+from pagedserve.scheduler.request import (CHOICE_ID_SEPARATOR, Request, RequestOutput, RequestStatus,
+                                          choice_request_id)
 from pagedserve.scheduler.request_queue import WaitingQueue
 from pagedserve.scheduler.runner_sync import RunnerSync
 from pagedserve.sampling_params import InvalidRequestError
@@ -43,20 +51,28 @@ class Scheduler:
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.waiting = WaitingQueue(config.scheduling_policy)
         self.running: list[Request] = []  # admission order
+        self.choices: dict[str, list[str]] = {}  # n-choice request id -> ids of its unfinished forked choices
         self._pending_outputs: list[RequestOutput] = []  # finished outside a step's update
         self.num_preemptions = 0
         self.num_prefix_queried_tokens = 0
         self.num_prefix_hit_tokens = 0
         self.num_prefill_tokens_last_step = 0
         self.num_decode_tokens_last_step = 0
+        self.num_prefill_tokens = 0  # total prompt (and recomputed) tokens computed, prefix hits excluded
         self.num_finished_by_reason: collections.Counter[str] = collections.Counter()
 
     # ---- admission ----
     def add_request(self, request: Request) -> None:
         """Queue a request, or raise InvalidRequestError / QueueFullError saying why not."""
         cfg, params = self.config, request.sampling_params
-        if request.request_id in self.requests:
+        if request.request_id in self.requests or request.request_id in self.choices:
             raise InvalidRequestError("request_id", f"request id {request.request_id!r} is already in use")
+        if CHOICE_ID_SEPARATOR in request.request_id:
+            raise InvalidRequestError("request_id", "request ids must not contain the character U+001F")
+        if params.n > cfg.max_num_seqs:
+            raise InvalidRequestError(
+                "n", f"n={params.n} choices run as {params.n} sequences, more than max_num_seqs={cfg.max_num_seqs}"
+            )
         num_prompt = request.num_prompt_tokens
         if num_prompt == 0:
             raise InvalidRequestError("prompt", "the prompt is empty: at least one token is needed")
@@ -89,16 +105,17 @@ class Scheduler:
         self.waiting.add(request)
 
     def abort_request(self, request_id: str) -> bool:
-        """Finish the request as "abort" and free its blocks now; False if unknown or finished.
+        """Finish the request (every unfinished choice of it) as "abort" and free its blocks now;
+        False if unknown or finished.
 
-        Its final output is delivered by the next `update_from_output`.
+        Its final outputs are delivered by the next `update_from_output`.
         """
-        request = self.requests.get(request_id)
-        if request is None:
-            return False
-        self._finish(request, RequestStatus.FINISHED_ABORTED)
-        self._pending_outputs.append(RequestOutput.of(request))
-        return True
+        members = [self.requests.get(request_id)] + [self.requests.get(c) for c in self.choices.get(request_id, ())]
+        members = [r for r in members if r is not None]
+        for request in members:
+            self._finish(request, RequestStatus.FINISHED_ABORTED)
+            self._pending_outputs.append(RequestOutput.of(request))
+        return bool(members)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests) or bool(self._pending_outputs)
@@ -148,9 +165,13 @@ class Scheduler:
                 budget -= num_new
                 index += 1
 
-        # No admissions in a step that had to preempt: the cache is full.
-        while not preempted and self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        # No admissions in a step that had to preempt: the cache is full. An n-choice request not
+        # yet forked counts as its n sequences.
+        num_seqs = len(self.running) + sum(r.num_choices_to_fork for r in self.running)
+        while not preempted and self.waiting and budget > 0 and num_seqs < self.config.max_num_seqs:
             request = self.waiting.peek()
+            if num_seqs + 1 + request.num_choices_to_fork > self.config.max_num_seqs:
+                break
             hits, num_cached = ((), 0)
             if request.sampling_params.prompt_logprobs == 0:  # cached positions compute no logits
                 hits, num_cached = self.kv.get_computed_blocks(request)
@@ -172,11 +193,13 @@ class Scheduler:
                 request.first_scheduled_time = self.clock()
             request.status = RequestStatus.RUNNING
             self.running.append(request)
+            num_seqs += 1 + request.num_choices_to_fork
             grants[request.request_id] = num_new
             budget -= num_new
 
+        blocks_to_copy = self.kv.take_blocks_to_copy()
         if not grants:
-            return SchedulerOutput()  # drops wait for a step that runs
+            return SchedulerOutput()  # drops wait for a step that runs; no copy is queued without a grant
         new_requests = []
         for rid in grants:
             if not self.runner_sync.holds(rid):
@@ -185,6 +208,7 @@ class Scheduler:
             scheduled=tuple(self._scheduled(self.requests[rid], n) for rid, n in grants.items()),
             new_requests=tuple(new_requests),
             finished_request_ids=self.runner_sync.take_dropped(),
+            blocks_to_copy=blocks_to_copy,
         )
 
     def update_from_output(self, scheduler_output: SchedulerOutput, runner_output: RunnerOutput) -> list[RequestOutput]:
@@ -199,12 +223,15 @@ class Scheduler:
             self.kv.cache_full_blocks(request)
             changes: dict = {}
             finish: Optional[RequestStatus] = None
+            choice_outputs: list[RequestOutput] = []
             if scheduled.sample:
                 sampled = runner_output.sampled.get(request.request_id)
-                if sampled is None:
+                if sampled is None or any(c not in runner_output.sampled for c in scheduled.fork_request_ids):
                     finish = RequestStatus.FINISHED_ERROR  # the runner broke its contract
                 else:
                     changes, finish = self._append_token(request, sampled)
+                    if scheduled.fork_request_ids:  # before a finish frees the shared blocks
+                        choice_outputs = self._fork(request, scheduled.fork_request_ids, runner_output)
             elif request.sampling_params.max_tokens == 0 and request.num_computed_tokens >= request.num_tokens:
                 finish = RequestStatus.FINISHED_LENGTH  # scoring only: the prompt is done
                 changes = dict(new_text=request.stop_checker.finish_text())
@@ -212,6 +239,7 @@ class Scheduler:
                 self._finish(request, finish)
             if scheduled.sample or finish is not None or prompt_logprobs is not None:
                 outputs.append(RequestOutput.of(request, prompt_logprobs=prompt_logprobs, **changes))
+            outputs.extend(choice_outputs)
         return outputs
 
     def fail_step(self, scheduler_output: SchedulerOutput) -> list[RequestOutput]:
@@ -241,15 +269,46 @@ class Scheduler:
             self.num_decode_tokens_last_step += 1
         else:
             self.num_prefill_tokens_last_step += num_new
+            self.num_prefill_tokens += num_new
         params = request.sampling_params
+        sample = end == request.num_tokens and params.max_tokens > 0
+        fork_request_ids: tuple[str, ...] = ()
+        if sample and request.num_choices_to_fork and request.num_output_tokens == 0:
+            fork_request_ids = tuple(choice_request_id(request.request_id, i) for i in range(1, params.n))
         return self.runner_sync.scheduled(
             request,
             num_new,
-            sample=end == request.num_tokens and params.max_tokens > 0,
+            sample=sample,
             want_prompt_logprobs=params.prompt_logprobs > 0
             and not request.prompt_logprobs_delivered
             and start < request.num_prompt_tokens,
+            fork_request_ids=fork_request_ids,
         )
+
+    def _fork(self, parent: Request, choice_ids: tuple[str, ...], runner_output: RunnerOutput) -> list[RequestOutput]:
+        """Create choices 1..n-1 of `parent`, whose prompt was just computed: each shares the
+        prompt's blocks, starts with the first token the runner sampled for it, and runs on."""
+        parent.forked = True
+        cfg, outputs = self.config, []
+        for index, choice_id in enumerate(choice_ids, start=1):
+            params = parent.sampling_params.for_choice(index)
+            choice = Request(choice_id, parent.prompt_token_ids, params, arrival_time=parent.arrival_time,
+                             priority=parent.priority, parent_id=parent.request_id, index=index)
+            detokenizer = self.detokenizer_factory() if self.detokenizer_factory else None
+            choice.stop_checker = StopChecker(params, cfg.stop_ids, cfg.max_model_len, detokenizer)
+            choice.num_computed_tokens = parent.num_computed_tokens
+            choice.num_cached_tokens = parent.num_cached_tokens
+            choice.first_scheduled_time = parent.first_scheduled_time
+            choice.status = RequestStatus.RUNNING
+            self.kv.fork(parent, choice_id)
+            self.requests[choice_id] = choice
+            self.running.append(choice)
+            self.choices.setdefault(parent.request_id, []).append(choice_id)
+            changes, finish = self._append_token(choice, runner_output.sampled[choice_id])
+            if finish is not None:
+                self._finish(choice, finish)
+            outputs.append(RequestOutput.of(choice, **changes))
+        return outputs
 
     def _pick_victim(self) -> Request:
         if self.config.scheduling_policy == "priority":
@@ -290,7 +349,9 @@ class Scheduler:
         return request.add_prompt_logprobs(scheduled.start_position, chunk)
 
     def _finish(self, request: Request, status: RequestStatus) -> None:
-        """Mark finished, free every block, drop from the queues."""
+        """Mark finished, free every block, drop from the queues. An n-choice request that had not
+        forked yet also queues a finished output (same reason, no tokens) for each choice it will
+        never fork, so every choice of every request ends with a finished output."""
         if request in self.running:
             self.running.remove(request)
         else:
@@ -300,6 +361,16 @@ class Scheduler:
         request.status = status
         request.finish_time = self.clock()
         self.requests.pop(request.request_id, None)
+        if request.num_choices_to_fork:  # finished before its prompt was done: its choices end with it
+            self._pending_outputs.extend(
+                RequestOutput.of(request, index=i, num_output_tokens=0, first_token_time=None, stop_reason=None)
+                for i in range(1, request.sampling_params.n)
+            )
+        siblings = self.choices.get(request.parent_id) if request.parent_id is not None else None
+        if siblings is not None:
+            siblings.remove(request.request_id)
+            if not siblings:
+                del self.choices[request.parent_id]
         self.num_finished_by_reason[status.finish_reason] += 1
 
     def _finish_outside_step(self, request: Request, status: RequestStatus) -> None:

@@ -47,7 +47,10 @@ class ScheduledRequest:
       (blocks a sliding window freed; never decreases while the runner holds the request);
     - `new_output_token_ids`: output ids the scheduler appended since the runner last saw it.
     `sample` is True when the chunk ends at the last known token, so the runner samples one new
-    token for it.
+    token for it. `fork_request_ids` (only with `sample`, on the step that completes the prompt of
+    an n-choice request) names choices 1..n-1: from the same logits row the runner also samples
+    one first token for each, with `sampling_params.for_choice(i)` and the seed it would give a
+    request of that id, and returns them under those ids.
     """
 
     request_id: str
@@ -58,6 +61,7 @@ class ScheduledRequest:
     new_output_token_ids: Sequence[int]
     sample: bool
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions of this chunk
+    fork_request_ids: tuple[str, ...] = ()  # choice i's id at [i - 1]
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,16 @@ class SchedulerOutput:
     """One step: `scheduled` in batch order; `new_requests` for those the runner must first add.
 
     The runner applies, in this order: drop `finished_request_ids`, add `new_requests`, apply the
-    diffs of `scheduled`. An output with nothing scheduled carries nothing (its drops wait for the
-    next one), so a caller may skip running it.
+    diffs of `scheduled`, copy `blocks_to_copy`, then runs the forward. An output with nothing
+    scheduled carries nothing (its drops wait for the next one), so a caller may skip running it.
+    `blocks_to_copy[g]` lists (src, dst) block ids of KV group g whose whole KV (every layer of the
+    group) is copied, in order: a forked choice's own copy of its parent's partial block.
     """
 
     scheduled: tuple[ScheduledRequest, ...] = ()
     new_requests: tuple[NewRequestData, ...] = ()
     finished_request_ids: tuple[str, ...] = ()
+    blocks_to_copy: tuple[tuple[tuple[int, int], ...], ...] = ()  # per group: (src, dst) pairs
 
     @property
     def num_batched_tokens(self) -> int:
@@ -80,7 +87,8 @@ class SchedulerOutput:
 
 @dataclass
 class RunnerOutput:
-    """`sampled[request_id]` for every scheduled request with sample=True.
+    """`sampled[request_id]` for every scheduled request with sample=True, and for every id of
+    its `fork_request_ids`.
 
     `prompt_logprobs[request_id]` (when asked): one entry per position of the chunk, the top-K
     (id, logprob) pairs of the distribution that predicts the *next* token at that position.

@@ -70,6 +70,10 @@ class EngineStatsCollector:
                                   "Prompt tokens looked up in the prefix cache.", value=stats.num_prefix_queried_tokens)
         yield CounterMetricFamily("pagedserve_prefix_cache_hit_tokens",
                                   "Prompt tokens served from the prefix cache.", value=stats.num_prefix_hit_tokens)
+        yield CounterMetricFamily("pagedserve_prefill_computed_tokens",
+                                  "Prompt tokens computed (recomputes included, prefix-cache hits not; "
+                                  "the choices of an n > 1 request compute their prompt once).",
+                                  value=stats.num_prefill_tokens)
         yield CounterMetricFamily("pagedserve_preemptions", "Requests preempted (recomputed later) for room.",
                                   value=stats.num_preemptions)
         yield GaugeMetricFamily("pagedserve_requests_running", "Requests admitted to the running batch.",
@@ -116,7 +120,8 @@ class ServerMetrics:
                                            buckets=_TOKEN_BUCKETS, registry=r)
         self.step_duration = Histogram("pagedserve_step_duration_seconds", "Wall time of one engine step.",
                                        buckets=_LATENCY_BUCKETS, registry=r)
-        self._last_token_time: dict[str, float] = {}  # request id -> when its latest tokens arrived
+        # (request id, choice index) -> when its latest tokens arrived
+        self._last_token_time: dict[tuple[str, int], float] = {}
         self._lock = threading.Lock()
 
     def exclude_finished_so_far(self, stats: EngineStats) -> None:
@@ -138,18 +143,20 @@ class ServerMetrics:
     def observe_output(self, output: RequestOutput) -> None:
         """Account for one step output of a request the service owns."""
         now = self._clock()
-        rid = output.request_id
+        rid = (output.request_id, output.index)
         with self._lock:
             last = self._last_token_time.get(rid)
             if last is None and output.first_scheduled_time is not None:
                 self._last_token_time[rid] = last = output.first_scheduled_time
-                self.queue_time.observe(output.first_scheduled_time - output.arrival_time)
-                self.prompt_tokens.inc(output.num_prompt_tokens)
+                if output.index == 0:  # the choices of one request share its queueing and its prompt
+                    self.queue_time.observe(output.first_scheduled_time - output.arrival_time)
+                    self.prompt_tokens.inc(output.num_prompt_tokens)
             num_new = len(output.new_token_ids)
             if num_new:
                 self.generation_tokens.inc(num_new)
                 if output.num_output_tokens == num_new and output.first_token_time is not None:
-                    self.time_to_first_token.observe(output.first_token_time - output.arrival_time)
+                    if output.index == 0:  # one request, one first token (its choices start together)
+                        self.time_to_first_token.observe(output.first_token_time - output.arrival_time)
                 elif last is not None:
                     for _ in range(num_new):  # tokens of one output arrived together: spread the gap
                         self.inter_token_latency.observe((now - last) / num_new)

@@ -4,6 +4,10 @@ It keeps each running request's history and block tables (`RequestStates`), upda
 step's diffs, flattens the batch into the packed arrays the kernels take (token ids, positions,
 slot mappings, block tables, query offsets), runs the forward pass, computes logits only for the
 rows that need them and samples (penalties read the history it holds).
+
+The step's `blocks_to_copy` are copied before the forward. A request whose prompt this step
+completes with `fork_request_ids` (its other choices) has its logits row sampled once per choice,
+each with the choice's own parameters and seed (`_sampling_rows`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class ModelRunnerImpl:
             for state, r in zip(states, reqs)
         ]
         token_ids, meta = build_metadata(chunks, self.kv_spec.block_size, self.kv_spec.num_groups)
+        self.kv_store.copy_blocks(scheduler_output.blocks_to_copy)
         hidden = self.transformer.forward(token_ids, meta)
         qsl = meta.query_start_loc
 
@@ -64,18 +69,39 @@ class ModelRunnerImpl:
             return output
         logits = self.transformer.logits(hidden[np.asarray(rows)])
         if sample_idx:
-            chosen = [states[s] for s in sample_idx]
-            sampled = self.sampler.sample(
-                np.ascontiguousarray(logits[:len(sample_idx)]),
-                [state.sampling_params for state in chosen],
-                [state.prompt_token_ids for state in chosen],
-                [state.output_token_ids for state in chosen],
-                [state.seed for state in chosen],
-            )
-            for state, tok in zip(chosen, sampled):
-                output.sampled[state.request_id] = tok
+            row_of, ids, params, prompts, outputs, seeds = self._sampling_rows(
+                [(states[s], reqs[s].fork_request_ids) for s in sample_idx])
+            # Forked choices repeat their parent's row, so a row is gathered (a copy) when there are any.
+            rows_to_sample = logits[:len(sample_idx)] if len(row_of) == len(sample_idx) else logits[row_of]
+            sampled = self.sampler.sample(np.ascontiguousarray(rows_to_sample), params, prompts, outputs, seeds)
+            output.sampled.update(zip(ids, sampled))
         for s, (start, n) in prompt_rows.items():
             k = max(1, states[s].sampling_params.prompt_logprobs)
             block = np.ascontiguousarray(logits[start:start + n])
             output.prompt_logprobs[reqs[s].request_id] = Sampler.prompt_logprobs(block, k)
         return output
+
+    def _sampling_rows(self, sampling):
+        """One sampler row per (state, fork ids) to sample, then one more per forked choice.
+
+        Returns parallel lists: logits row index, the id the token is returned under, sampling
+        params, prompt ids, output ids, seed. Choice i of a fork samples from its parent's row with
+        `for_choice(i)` params and the seed its own id gives it, as a request of that id would.
+        """
+        row_of, ids, params, prompts, outputs, seeds = [], [], [], [], [], []
+        for row, (state, fork_request_ids) in enumerate(sampling):
+            row_of.append(row)
+            ids.append(state.request_id)
+            params.append(state.sampling_params)
+            prompts.append(state.prompt_token_ids)
+            outputs.append(state.output_token_ids)
+            seeds.append(state.seed)
+        for row, (state, fork_request_ids) in enumerate(sampling):
+            for index, choice_id in enumerate(fork_request_ids, start=1):
+                row_of.append(row)
+                ids.append(choice_id)
+                params.append(state.sampling_params.for_choice(index))
+                prompts.append(state.prompt_token_ids)
+                outputs.append(state.output_token_ids)  # empty: the prompt was just completed
+                seeds.append(self.states.seed_for(choice_id))
+        return row_of, ids, params, prompts, outputs, seeds

@@ -201,3 +201,72 @@ def test_reset_allocate_slots_rejects_hits_for_running_request():
     prefill(m, a)
     with pytest.raises(ValueError):
         m.allocate_slots(a, 1, ([1],))
+
+
+# ---- forking (the choices of an n > 1 request) ----
+def test_fork_shares_every_block_and_copies_the_partial_one_on_first_write():
+    m = create_manager(num_blocks=10, prefix=False)
+    parent = FakeRequest("p", list(range(10)))
+    prefill(m, parent)  # blocks 1, 2, 3 (block 3 holds positions 8, 9)
+    child = FakeRequest("c", list(range(10)) + [42], num_computed_tokens=10)
+    m.fork(parent, "c")
+    assert m.block_tables("c") == ([1, 2, 3],)
+    assert m.pools[0].ref_counts[1:4] == [2, 2, 2]
+    assert m.take_blocks_to_copy() == ((),)  # nothing until the child writes
+    assert m.allocate_slots(child, 1)
+    assert m.block_tables("c") == ([1, 2, 4],)
+    assert m.pools[0].ref_counts[1:5] == [2, 2, 1, 1]
+    assert m.take_blocks_to_copy() == (((3, 4),),)
+    assert m.take_blocks_to_copy() == ((),)
+    parent.all_token_ids.append(7)
+    assert m.allocate_slots(parent, 1)  # the parent writes its own block 3 in place
+    assert m.block_tables("p") == ([1, 2, 3],) and m.take_blocks_to_copy() == ((),)
+    m.free(parent)
+    m.free(child)
+    assert all(c == 0 for c in m.pools[0].ref_counts)
+
+
+def test_fork_of_a_block_aligned_prompt_copies_nothing():
+    m = create_manager(num_blocks=10, prefix=False)
+    parent = FakeRequest("p", list(range(8)))
+    prefill(m, parent)
+    m.fork(parent, "c")
+    child = FakeRequest("c", list(range(8)) + [1], num_computed_tokens=8)
+    assert m.allocate_slots(child, 1)
+    assert m.block_tables("c") == ([1, 2, 3],) and m.take_blocks_to_copy() == ((),)
+
+
+def test_copy_on_write_counts_its_block_and_a_freed_child_drops_its_copy():
+    m = create_manager(num_blocks=5, prefix=False)  # 4 usable blocks
+    parent = FakeRequest("p", list(range(10)))
+    prefill(m, parent)  # 3 blocks
+    m.fork(parent, "c")
+    m.fork(parent, "d")
+    c = FakeRequest("c", list(range(11)), num_computed_tokens=10)
+    d = FakeRequest("d", list(range(11)), num_computed_tokens=10)
+    assert m.allocate_slots(c, 1)  # takes the last free block for its copy
+    assert not m.allocate_slots(d, 1)  # no room for d's copy: nothing changes
+    assert m.block_tables("d") == ([1, 2, 3],)
+    m.free(c)  # c is preempted in the same step: its queued copy must not run
+    assert m.take_blocks_to_copy() == ((),)
+    m.free(d)
+    m.free(parent)
+    assert all(x == 0 for x in m.pools[0].ref_counts)
+
+
+def test_fork_in_a_windowed_group_keeps_the_null_entries():
+    m = create_manager(num_blocks=12, layer_windows=(0, 4), prefix=True)
+    parent = FakeRequest("p", list(range(10)))
+    prefill(m, parent, 8)
+    assert m.allocate_slots(parent, 2)  # positions 8, 9: the window drops block 1 of group 1
+    parent.num_computed_tokens = 10
+    full, windowed = m.block_tables("p")
+    assert windowed[0] == 0
+    m.fork(parent, "c")
+    assert m.block_tables("c") == (full, windowed)
+    child = FakeRequest("c", list(range(11)), num_computed_tokens=10)
+    assert m.allocate_slots(child, 1)  # copies the partial block in both groups
+    assert [pairs[0][0] for pairs in m.take_blocks_to_copy()] == [full[-1], windowed[-1]]
+    m.free(parent)
+    m.free("c")
+    assert all(all(x == 0 for x in pool.ref_counts) for pool in m.pools)

@@ -335,3 +335,44 @@ def test_observer_sees_every_step_and_output_and_stopped_engine_refuses():
         assert recorder.outputs[0].request_id != "seen" and recorder.outputs[-1].finished
         assert recorder.num_steps == 3
     asyncio.run(main())
+
+
+def test_n_choices_stream_interleaved_with_their_index_and_end_when_all_finished():
+    async def test(async_engine, engine, runner):
+        runner.allow(100)
+        params = SamplingParams(temperature=0.0, max_tokens=4, n=3)
+        outputs = [out async for out in async_engine.generate(EngineRequest(PROMPT, params, "multi"))]
+        by_index = {}
+        for out in outputs:
+            assert True not in by_index.get(out.index, [])  # nothing after a choice finished
+            by_index.setdefault(out.index, []).append(out.finished)
+            assert out.request_id == "multi"
+        assert sorted(by_index) == [0, 1, 2]
+        for index in range(3):
+            tokens = [t for out in outputs if out.index == index for t in out.new_token_ids]
+            assert tokens == expected_tokens(PROMPT, 4), index
+            assert by_index[index][-1] is True
+        assert outputs[-1].finished
+        assert engine.stats().num_prefill_tokens == len(PROMPT)
+        assert engine.stats().num_blocks_used_all_groups == 0
+    run(test)
+
+
+def test_closing_an_n_choice_stream_early_aborts_every_choice():
+    async def test(async_engine, engine, runner):
+        runner.allow(2)  # prefill + fork, then one decode step of all 3 choices
+        params = SamplingParams(temperature=0.0, max_tokens=50, n=3)
+        stream = async_engine.generate(EngineRequest(PROMPT, params))
+        async with contextlib.aclosing(stream):
+            seen = set()
+            async for out in stream:
+                seen.add(out.index)
+                if seen == {0, 1, 2}:
+                    break
+            assert engine.stats().num_running == 3
+        assert engine.stats().num_blocks_used_all_groups == 0
+        assert engine.stats().num_running == 0
+        runner.allow(100)
+        while engine.stats().num_finished_by_reason.get("abort", 0) != 3:
+            await asyncio.sleep(0.01)
+    run(test)

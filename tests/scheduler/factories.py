@@ -107,6 +107,9 @@ class FakeRunner:
         if self.scheduler is not None:
             assert_runner_state_matches(self.states, self.scheduler, scheduler_output)
         bs = self.block_size
+        for g, pairs in enumerate(scheduler_output.blocks_to_copy):
+            for src, dst in pairs:  # a forked choice's own copy of a shared partial block
+                self.kv[g][dst] = list(self.kv[g][src])
         self.batches.append([(r.request_id, r.start_position, r.num_new_tokens) for r in scheduler_output.scheduled])
         sampled, prompt_logprobs = {}, {}
         for r, state in zip(scheduler_output.scheduled, states):
@@ -135,6 +138,10 @@ class FakeRunner:
                 else:
                     token = sum(context) % VOCAB_SIZE
                 sampled[r.request_id] = SampledToken(token, -0.5, [(token, -0.5)])
+                for choice_id in r.fork_request_ids:  # other choices: their own script, or the same rule
+                    choice_script = self.script.get(choice_id)
+                    choice_token = choice_script[0] if choice_script is not None else token
+                    sampled[choice_id] = SampledToken(choice_token, -0.5, [(choice_token, -0.5)])
         return RunnerOutput(sampled, prompt_logprobs)
 
 
