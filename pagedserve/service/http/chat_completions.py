@@ -12,7 +12,7 @@ from pagedserve.scheduler.request import RequestOutput
 from pagedserve.service.http import responses as r
 from pagedserve.service.http.choices import choice_outputs
 from pagedserve.service.http.protocol import ChatCompletionRequest
-from pagedserve.service.http.to_engine import chat_request, choice_requests
+from pagedserve.service.http.to_engine import chat_request, choice_request
 from pagedserve.service.servicer import Backend
 
 
@@ -34,7 +34,7 @@ async def create_chat_completion(body: ChatCompletionRequest, backend: Backend, 
     num_top = body.top_logprobs or 0
     cid, created = r.new_id("chatcmpl"), r.now()
     usage = r.Usage()
-    outputs = await r.primed(choice_outputs(engine, choice_requests(request, body.n), owner))
+    outputs = await r.primed(choice_outputs(engine, choice_request(request, body.n), owner))
 
     def logprobs_of(output: RequestOutput) -> Optional[dict]:
         return chat_logprobs(tokenizer, output.new_logprobs, num_top) if body.logprobs else None

@@ -11,7 +11,7 @@ from pagedserve.scheduler.request import RequestOutput
 from pagedserve.service.http import responses as r
 from pagedserve.service.http.choices import choice_outputs
 from pagedserve.service.http.protocol import CompletionRequest
-from pagedserve.service.http.to_engine import choice_requests, completion_request
+from pagedserve.service.http.to_engine import choice_request, completion_request
 from pagedserve.service.servicer import Backend
 
 
@@ -45,7 +45,7 @@ async def create_completion(body: CompletionRequest, backend: Backend, owner: st
                 if body.logprobs is not None else None)
     cid, created = r.new_id("cmpl"), r.now()
     usage = r.Usage()
-    outputs = await r.primed(choice_outputs(engine, choice_requests(request, body.n), owner))
+    outputs = await r.primed(choice_outputs(engine, choice_request(request, body.n), owner))
 
     def choice(index: int, output: RequestOutput, text: str) -> dict:
         return {"index": index, "text": text,

@@ -135,13 +135,10 @@ def chat_request(body: ChatCompletionRequest, tokenizer: Tokenizer, limits: rv.R
     return _validated(request, tokenizer, limits, {"max_tokens": max_field, "logprobs": "top_logprobs"})
 
 
-def choice_requests(request: EngineRequest, n: int) -> list[EngineRequest]:
-    """The n choices as engine requests: choice i samples with seed + i when a seed is given.
-
-    One engine request per choice for now; an engine-level `n` that prefills the prompt once would
-    replace this and `choices.choice_outputs` together.
-    """
-    seed = request.params.seed
-    return [request if i == 0 else dataclasses.replace(
-        request, params=dataclasses.replace(request.params, seed=None if seed is None else seed + i))
-        for i in range(n)]
+def choice_request(request: EngineRequest, n: int) -> EngineRequest:
+    """One engine request for all n choices: the engine computes the prompt once, samples each
+    choice's first token from the same logits (choice i with seed + i when a seed is given) and
+    then forks the choices, which share the prompt's KV blocks."""
+    if n == request.params.n:
+        return request
+    return dataclasses.replace(request, params=dataclasses.replace(request.params, n=n))

@@ -89,3 +89,17 @@ def test_stop_string_ends_with_stop(client, model_name, expected):
     choice = result.choices[0]
     assert choice.finish_reason == "stop"
     assert cut not in choice.text and expected.new_text.startswith(choice.text)
+
+
+def test_n_choices_prefill_the_prompt_once(served, client, model_name):
+    def computed_prompt_tokens() -> float:
+        return sum(served.scrape().get("pagedserve_prefill_computed_tokens_total", {}).values())
+
+    before = computed_prompt_tokens()
+    # a prompt no earlier test sent (no prefix-cache hit), 37 tokens: not a whole number of blocks
+    prompt = list(range(1000, 1037))
+    result = client.completions.create(model=model_name, prompt=prompt, max_tokens=4, temperature=1.0, seed=7,
+                                       n=4, extra_body={"ignore_eos": True})
+    assert [c.index for c in result.choices] == [0, 1, 2, 3]
+    assert result.usage.prompt_tokens == 37 and result.usage.completion_tokens == 16
+    assert computed_prompt_tokens() - before == 37  # once, not 4 x 37
