@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pagedserve.structured.constraint import Constraint
 
 
 class InvalidRequestError(ValueError):
@@ -22,6 +26,8 @@ class SamplingParams:
     penalties (0 = off) to output tokens only. `seed` makes sampling reproducible whatever else is
     in the batch (None: drawn from the engine's generator). `logprobs` asks for that many top
     alternatives of every sampled token (0: only the sampled token's own logprob is not returned).
+    `constraint` restricts every sampled token to those its grammar allows (logits of others are
+    -inf before temperature, filters and penalties; reported logprobs are after the mask).
     """
 
     temperature: float = 1.0
@@ -38,6 +44,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int = 0
     prompt_logprobs: int = 0
+    constraint: "Constraint | None" = None  # structured output: the output must match it
 
     def __post_init__(self):
         if not self.temperature >= 0.0:
