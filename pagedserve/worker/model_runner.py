@@ -18,6 +18,7 @@ from pagedserve.model.forward import Transformer
 from pagedserve.model.loader import LoadedModel
 from pagedserve.model.sampler import Sampler
 from pagedserve.scheduler.step_io import RunnerOutput, SchedulerOutput
+from pagedserve.structured import token_mask
 from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 from pagedserve.worker.request_state import RequestStates
 
@@ -32,7 +33,13 @@ class ModelRunnerImpl:
         self.transformer = Transformer(model.config, model.weights, self.kv_store)
         self.sampler = Sampler(model.config.vocab_size, rng_seed=seed)
         self.seed = seed
-        self.states = RequestStates(kv_spec.num_groups, self._default_seed)
+        self.states = RequestStates(kv_spec.num_groups, self._default_seed, self._new_matcher)
+        self.mask_stats = token_mask.MaskStats()
+
+    def _new_matcher(self, constraint):
+        # Cached by the compiler: the front end compiled it already (off the step), this copies it.
+        from pagedserve.structured.compiler import compiler_for
+        return compiler_for(self.model.tokenizer, self.model.config.vocab_size).compile(constraint)
 
     def _default_seed(self, request_id: str) -> int:
         # Stable per request id (also across a preemption): an unseeded request draws from its own stream.
@@ -65,8 +72,13 @@ class ModelRunnerImpl:
         logits = self.transformer.logits(hidden[np.asarray(rows)])
         if sample_idx:
             chosen = [states[s] for s in sample_idx]
+            sample_logits = np.ascontiguousarray(logits[:len(sample_idx)])
+            masked = [i for i, state in enumerate(chosen) if state.matcher is not None]
+            if masked:  # structured output: disallowed tokens -inf before the sampler
+                token_mask.apply_masks(sample_logits, masked, [chosen[i].matcher for i in masked],
+                                       self.mask_stats)
             sampled = self.sampler.sample(
-                np.ascontiguousarray(logits[:len(sample_idx)]),
+                sample_logits,
                 [state.sampling_params for state in chosen],
                 [state.prompt_token_ids for state in chosen],
                 [state.output_token_ids for state in chosen],
@@ -74,6 +86,8 @@ class ModelRunnerImpl:
             )
             for state, tok in zip(chosen, sampled):
                 output.sampled[state.request_id] = tok
+                if state.matcher is not None:
+                    token_mask.advance(state.matcher, tok.token_id)
         for s, (start, n) in prompt_rows.items():
             k = max(1, states[s].sampling_params.prompt_logprobs)
             block = np.ascontiguousarray(logits[start:start + n])
