@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 CONSTRAINT_KINDS = ("json_schema", "regex", "grammar", "choice", "json_object")
+_JSON_DEFAULTS = {"whitespace_flexible": False}
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,12 @@ class Constraint:
         """The llguidance grammar for this constraint (not yet validated)."""
         from llguidance import LLMatcher
 
+        # Compact JSON by default (a schema's "x-guidance" may say otherwise): with free whitespace
+        # a sampled model can pad newlines until max_tokens instead of closing the object.
         if self.kind == "json_schema":
-            return LLMatcher.grammar_from_json_schema(self.text)
+            return LLMatcher.grammar_from_json_schema(self.text, defaults=_JSON_DEFAULTS)
         if self.kind == "json_object":
-            return LLMatcher.grammar_from_json_schema('{"type": "object"}')
+            return LLMatcher.grammar_from_json_schema('{"type": "object"}', defaults=_JSON_DEFAULTS)
         if self.kind == "regex":
             return LLMatcher.grammar_from_regex(self.text)
         if self.kind == "grammar":
