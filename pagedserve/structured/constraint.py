@@ -26,12 +26,12 @@ class Constraint:
         from pagedserve.sampling_params import InvalidRequestError
 
         if self.kind not in CONSTRAINT_KINDS:
-            raise InvalidRequestError(self.field_name, f"unknown constraint kind {self.kind!r}")
+            raise InvalidRequestError(self.field_name, f"{self.field_name}: unknown constraint kind {self.kind!r}")
         if self.kind == "choice":
             if not self.choices or any(not c for c in self.choices):
-                raise InvalidRequestError(self.field_name, "choice needs at least one non-empty string")
+                raise InvalidRequestError(self.field_name, f"{self.field_name}: give at least one choice, none empty")
         elif self.kind != "json_object" and not self.text:
-            raise InvalidRequestError(self.field_name, f"{self.kind} must not be empty")
+            raise InvalidRequestError(self.field_name, f"{self.field_name}: must not be empty")
 
     @property
     def field_name(self) -> str:
