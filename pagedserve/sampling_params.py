@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pagedserve.structured.constraint import Constraint
 
 # The most choices one request may ask for (`n`). Every choice is a running sequence with its own
 # KV blocks after the prompt, so n multiplies a request's cache and batch share; 16 covers the
@@ -31,6 +35,8 @@ class SamplingParams:
     `n` asks for that many independent choices of the same prompt: the prompt is computed once,
     then every choice continues from it on its own (`for_choice`); choice i with a `seed` samples
     exactly as a single request with seed + i would.
+    `constraint` restricts every sampled token to those its grammar allows (logits of others are
+    -inf before temperature, filters and penalties; reported logprobs are after the mask).
     """
 
     temperature: float = 1.0
@@ -48,6 +54,7 @@ class SamplingParams:
     logprobs: int = 0
     prompt_logprobs: int = 0
     n: int = 1
+    constraint: "Constraint | None" = None  # structured output: the output must match it
 
     def __post_init__(self):
         if not self.temperature >= 0.0:

@@ -96,6 +96,14 @@ class AsyncEngine:
         key = (owner, client_id)
         if key in self._streams:
             raise RequestIdInUse(client_id)
+        constraint = request.params.constraint
+        if constraint is not None and self._model is not None:
+            # Compile (and cache) the grammar in a worker thread while the request waits, so the
+            # step only copies a ready matcher; an invalid one raises InvalidRequestError here.
+            from pagedserve.structured.compiler import compiler_for
+            model = self._model
+            await asyncio.to_thread(
+                lambda: compiler_for(model.tokenizer, model.config.vocab_size).compile(constraint))
         engine_id = uuid.uuid4().hex
         engine_loop = self._engine_loop
         queue = engine_loop.open_stream(engine_id)

@@ -16,6 +16,7 @@ from pagedserve.engine.engine_request import EngineRequest
 from pagedserve.model.tokenizer import Tokenizer, max_input_bytes
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.sampling_params import InvalidRequestError, SamplingParams
+from pagedserve.structured.constraint import Constraint
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_STRING_CHARS = 256
@@ -207,7 +208,7 @@ def sampling_params(request: pb.GenerateRequest, num_prompt_tokens: int, limits:
         repetition_penalty=repetition_penalty, presence_penalty=penalties["presence_penalty"],
         frequency_penalty=penalties["frequency_penalty"], seed=s.seed if s.HasField("seed") else None,
         max_tokens=max_tokens, stop=tuple(t.stop), stop_token_ids=tuple(stop_token_ids),
-        ignore_eos=t.ignore_eos, logprobs=request.logprobs,
+        ignore_eos=t.ignore_eos, logprobs=request.logprobs, constraint=constraint(request),
     )
 
 
@@ -220,6 +221,18 @@ def check_request_id(request_id: str, field: str = "request_id") -> str:
         if not " " <= char <= "~":
             raise _bad(field, f"character {i} is {char!r}; only printable ASCII (space to '~') is allowed")
     return request_id
+
+
+def constraint(request: pb.GenerateRequest) -> Constraint | None:
+    """The request's `constraint` oneof as a Constraint (None when unset); compiled later."""
+    kind = request.WhichOneof("constraint")
+    if kind is None:
+        return None
+    if kind == "choice":
+        return Constraint("choice", choices=tuple(request.choice.values), field="choice.values")
+    if kind == "json_object":
+        return Constraint("json_object")
+    return Constraint(kind, getattr(request, kind))
 
 
 def engine_request(request: pb.GenerateRequest, tokenizer: Tokenizer, limits: RequestLimits,

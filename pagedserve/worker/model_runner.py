@@ -22,6 +22,7 @@ from pagedserve.model.forward import Transformer
 from pagedserve.model.loader import LoadedModel
 from pagedserve.model.sampler import Sampler
 from pagedserve.scheduler.step_io import RunnerOutput, SchedulerOutput
+from pagedserve.structured import token_mask
 from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 from pagedserve.worker.request_state import RequestStates
 
@@ -36,7 +37,13 @@ class ModelRunnerImpl:
         self.transformer = Transformer(model.config, model.weights, self.kv_store)
         self.sampler = Sampler(model.config.vocab_size, rng_seed=seed)
         self.seed = seed
-        self.states = RequestStates(kv_spec.num_groups, self._default_seed)
+        self.states = RequestStates(kv_spec.num_groups, self._default_seed, self._new_matcher)
+        self.mask_stats = token_mask.MaskStats()
+
+    def _new_matcher(self, constraint):
+        # Cached by the compiler: the front end compiled it already (off the step), this copies it.
+        from pagedserve.structured.compiler import compiler_for
+        return compiler_for(self.model.tokenizer, self.model.config.vocab_size).compile(constraint)
 
     def _default_seed(self, request_id: str) -> int:
         # Stable per request id (also across a preemption): an unseeded request draws from its own stream.
@@ -69,12 +76,21 @@ class ModelRunnerImpl:
             return output
         logits = self.transformer.logits(hidden[np.asarray(rows)])
         if sample_idx:
+            chosen = [states[s] for s in sample_idx]
             row_of, ids, params, prompts, outputs, seeds = self._sampling_rows(
-                [(states[s], reqs[s].fork_request_ids) for s in sample_idx])
+                [(state, reqs[s].fork_request_ids) for state, s in zip(chosen, sample_idx)])
+            sample_logits = np.ascontiguousarray(logits[:len(sample_idx)])
+            masked = [i for i, state in enumerate(chosen) if state.matcher is not None]
+            if masked:  # structured output: disallowed tokens -inf before the sampler (forks inherit it)
+                token_mask.apply_masks(sample_logits, masked, [chosen[i].matcher for i in masked],
+                                       self.mask_stats)
             # Forked choices repeat their parent's row, so a row is gathered (a copy) when there are any.
-            rows_to_sample = logits[:len(sample_idx)] if len(row_of) == len(sample_idx) else logits[row_of]
-            sampled = self.sampler.sample(np.ascontiguousarray(rows_to_sample), params, prompts, outputs, seeds)
+            rows_to_sample = sample_logits if len(row_of) == len(sample_idx) else sample_logits[row_of]
+            sampled = self.sampler.sample(rows_to_sample, params, prompts, outputs, seeds)
             output.sampled.update(zip(ids, sampled))
+            for state, tok in zip(chosen, sampled):  # the first len(chosen) rows are the states' own
+                if state.matcher is not None:
+                    token_mask.advance(state.matcher, tok.token_id)
         for s, (start, n) in prompt_rows.items():
             k = max(1, states[s].sampling_params.prompt_logprobs)
             block = np.ascontiguousarray(logits[start:start + n])

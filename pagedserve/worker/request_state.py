@@ -46,7 +46,7 @@ class GrowingIds:
 class CachedRequestState:
     """One request as the runner holds it: prompt then output ids, a block table per KV group."""
 
-    def __init__(self, new: NewRequestData, num_groups: int, seed: int):
+    def __init__(self, new: NewRequestData, num_groups: int, seed: int, matcher=None):
         self.request_id = new.request_id
         self.sampling_params: SamplingParams = new.sampling_params
         self.seed = seed  # the sampler's stream when the request brought no seed of its own
@@ -55,6 +55,10 @@ class CachedRequestState:
         self.token_ids.extend(new.output_token_ids)
         self.block_tables = [GrowingIds() for _ in range(num_groups)]
         self.num_null_blocks = [0] * num_groups  # per group: leading entries freed by a window
+        # structured output: an llguidance matcher past the outputs so far (None: unconstrained)
+        self.matcher = matcher
+        if matcher is not None and len(new.output_token_ids):  # resumed after a preemption
+            matcher.consume_tokens([int(t) for t in new.output_token_ids])
 
     @property
     def num_tokens(self) -> int:
@@ -89,9 +93,11 @@ class CachedRequestState:
 class RequestStates:
     """Every request the runner holds, kept in step with the scheduler's outputs."""
 
-    def __init__(self, num_groups: int, seed_for: Callable[[str], int]):
+    def __init__(self, num_groups: int, seed_for: Callable[[str], int],
+                 matcher_for: Callable[[object], object] | None = None):
         self.num_groups = num_groups
         self.seed_for = seed_for
+        self.matcher_for = matcher_for  # a constraint -> a fresh matcher (structured output)
         self._states: dict[str, CachedRequestState] = {}
 
     def __len__(self) -> int:
@@ -114,7 +120,10 @@ class RequestStates:
         for request_id in scheduler_output.finished_request_ids:
             self._states.pop(request_id, None)
         for new in scheduler_output.new_requests:
-            self._states[new.request_id] = CachedRequestState(new, self.num_groups, self.seed_for(new.request_id))
+            constraint = new.sampling_params.constraint
+            matcher = None if constraint is None or self.matcher_for is None else self.matcher_for(constraint)
+            self._states[new.request_id] = CachedRequestState(
+                new, self.num_groups, self.seed_for(new.request_id), matcher)
         states = []
         for scheduled in scheduler_output.scheduled:
             state = self._states.get(scheduled.request_id)

@@ -1,0 +1,1 @@
+"""Structured output: constraints (JSON schema, regex, Lark grammar, choice) enforced by llguidance."""
