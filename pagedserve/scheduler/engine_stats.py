@@ -36,10 +36,6 @@ class EngineStats:
         return sum(self.num_blocks_used)
 
     @property
-    def num_blocks_free_all_groups(self) -> int:
-        return sum(self.num_blocks_free)
-
-    @property
     def num_blocks_total_all_groups(self) -> int:
         return sum(self.num_blocks_total)
 
