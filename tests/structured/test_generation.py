@@ -4,7 +4,6 @@ constraint; unconstrained greedy requests are unchanged by constrained neighbour
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import jsonschema
@@ -12,16 +11,9 @@ import pytest
 
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.structured.constraint import Constraint
-from tests.conftest import data_path
+from tests.structured.schemas import SCHEMA_NAMES, load_schema
 
-SCHEMA_DIR = data_path("json_schemas")
-SCHEMA_NAMES = sorted(f[:-5] for f in os.listdir(SCHEMA_DIR) if f.endswith(".json"))
 SEEDS = (11, 12)
-
-
-def load_schema(name: str) -> dict:
-    with open(os.path.join(SCHEMA_DIR, name + ".json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
