@@ -81,3 +81,21 @@ def test_unconstrained_greedy_unchanged_by_constrained_neighbours(engine, smollm
     mixed = engine.generate([plain[0], plain[0], plain[1], plain[1]], [greedy, constrained, greedy, constrained])
     assert mixed[0].new_token_ids == alone[0].new_token_ids
     assert mixed[2].new_token_ids == alone[1].new_token_ids
+
+
+def test_forked_choices_keep_a_matcher_each(engine, smollm2_tokenizer):
+    """n=3: the choices fork after the first token; each advances its own matcher, so each is the
+    output of the single request with its seed, and each is a complete, valid document."""
+    schema = load_schema("score_card")
+    prompt = chat_prompt(smollm2_tokenizer, "A score card as JSON.")
+    params = SamplingParams(temperature=1.0, seed=31, max_tokens=200, n=3,
+                            constraint=Constraint("json_schema", json.dumps(schema)))
+    forked = engine.generate([prompt], params)
+    singles = engine.generate([prompt] * 3, [params.for_choice(i) for i in range(3)])
+    assert [o.index for o in forked] == [0, 1, 2]
+    for choice, single in zip(forked, singles):
+        assert choice.new_token_ids == single.new_token_ids
+        text = smollm2_tokenizer.decode(choice.new_token_ids, skip_special=True)
+        assert choice.finish_reason == "stop", text
+        jsonschema.validate(json.loads(text), schema)
+    assert len({tuple(o.new_token_ids) for o in forked}) > 1  # the choices did diverge after the fork
