@@ -4,8 +4,8 @@ Two sources feed them. Engine state (KV blocks, queue lengths, prefix-cache and 
 totals, finished requests, structured-output compiles and masks) is read from the engine's
 `stats()` and `structured_stats()` when Prometheus scrapes, so the endpoint always agrees with
 the engine. Per-request latencies and token counts are observed from the request outputs by the
-engine thread (ServerMetrics is its EngineObserver), and per-step figures after each step. Names carry the `pagedserve_` prefix and their unit; the registry is
-per server so tests can run several.
+engine thread (ServerMetrics is its EngineObserver), and per-step figures after each step. Names
+carry the `pagedserve_` prefix and their unit; the registry is per server so tests can run several.
 """
 
 from __future__ import annotations

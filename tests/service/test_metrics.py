@@ -96,7 +96,8 @@ def test_structured_output_counters_move_with_a_constrained_request(served):
     cached = served.scrape()
     assert value(cached, "pagedserve_structured_compiled_grammars_total") == \
         value(after, "pagedserve_structured_compiled_grammars_total")  # a repeat is served from the cache
-    assert value(cached, "pagedserve_structured_requests_total") == value(after, "pagedserve_structured_requests_total") + 1
+    assert value(cached, "pagedserve_structured_requests_total") == \
+        value(after, "pagedserve_structured_requests_total") + 1
 
 
 def test_metrics_registry_is_per_server(served, start_server):

@@ -30,7 +30,8 @@ def test_each_kind():
 
 def test_structured_outputs_and_guided_json():
     body = {"structured_outputs": {"json": SCHEMA}}
-    assert constraint_from_openai(body) == Constraint("json_schema", json.dumps(SCHEMA), field="structured_outputs.json")
+    assert constraint_from_openai(body) == \
+        Constraint("json_schema", json.dumps(SCHEMA), field="structured_outputs.json")
     text = '{"type": "string"}'
     assert constraint_from_openai({"structured_outputs": {"json": text}}).text == text  # schema text passes as is
     assert constraint_from_openai({"guided_json": SCHEMA}) == Constraint("json_schema", json.dumps(SCHEMA),
