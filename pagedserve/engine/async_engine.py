@@ -31,6 +31,7 @@ from pagedserve.scheduler.engine import LLMEngine
 from pagedserve.scheduler.engine_config import EngineConfig
 from pagedserve.scheduler.engine_stats import EngineStats
 from pagedserve.scheduler.request import RequestOutput
+from pagedserve.structured.stats import StructuredOutputStats
 
 _STOP_TIMEOUT_S = 10.0  # how long `stop` waits for the step in flight
 
@@ -51,6 +52,7 @@ class AsyncEngine:
         self._streams: dict[tuple[str, str], str] = {}  # (owner, caller's id) -> the engine's id
         self._streams_done = asyncio.Event()
         self._streams_done.set()
+        self._num_constrained_requests = 0
 
     # ---- life ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,8 +96,6 @@ class AsyncEngine:
             raise EngineNotRunning()
         client_id = request.request_id or uuid.uuid4().hex
         key = (owner, client_id)
-        if key in self._streams:
-            raise RequestIdInUse(client_id)
         constraint = request.params.constraint
         if constraint is not None and self._model is not None:
             # Compile (and cache) the grammar in a worker thread while the request waits, so the
@@ -104,6 +104,8 @@ class AsyncEngine:
             model = self._model
             await asyncio.to_thread(
                 lambda: compiler_for(model.tokenizer, model.config.vocab_size).compile(constraint))
+        if key in self._streams:  # checked after the await: a twin may have registered meanwhile
+            raise RequestIdInUse(client_id)
         engine_id = uuid.uuid4().hex
         engine_loop = self._engine_loop
         queue = engine_loop.open_stream(engine_id)
@@ -114,6 +116,7 @@ class AsyncEngine:
         try:
             self._engine.add_request(request.prompt_token_ids, request.params, engine_id, request.priority)
             added = True
+            self._num_constrained_requests += constraint is not None
             while num_finished < num_choices:
                 for output in await self._next_outputs(queue, deadline):
                     num_finished += output.finished
@@ -188,6 +191,19 @@ class AsyncEngine:
 
     def stats(self) -> EngineStats:
         return self._engine.stats()
+
+    def structured_stats(self) -> StructuredOutputStats:
+        """Structured-output totals: constrained requests taken, compiles, masks (zeros until used)."""
+        from pagedserve.structured.compiler import built_compiler
+        compiler = built_compiler(self._model.tokenizer) if self._model is not None else None
+        masks = getattr(self._engine.runner, "mask_stats", None)  # a fake runner in tests has none
+        return StructuredOutputStats(
+            num_constrained_requests=self._num_constrained_requests,
+            num_compiled=compiler.num_compiled if compiler else 0,
+            num_compile_errors=compiler.num_compile_errors if compiler else 0,
+            compile_seconds_total=compiler.compile_seconds_total if compiler else 0.0,
+            num_masks=masks.num_masks if masks else 0,
+            mask_seconds_total=masks.mask_seconds_total if masks else 0.0)
 
     @property
     def tokenizer(self) -> Tokenizer:

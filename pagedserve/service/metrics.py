@@ -1,11 +1,11 @@
 """Every Prometheus metric of the server, defined once, in a registry of the server's own.
 
 Two sources feed them. Engine state (KV blocks, queue lengths, prefix-cache and preemption
-totals, finished requests) is read from the engine's `stats()` when Prometheus scrapes, so the
-endpoint always agrees with the engine. Per-request latencies and token counts are observed from
-the request outputs by the engine thread (ServerMetrics is its EngineObserver), and per-step
-figures after each step. Names carry the `pagedserve_` prefix and their unit; the registry is
-per server so tests can run several.
+totals, finished requests, structured-output compiles and masks) is read from the engine's
+`stats()` and `structured_stats()` when Prometheus scrapes, so the endpoint always agrees with
+the engine. Per-request latencies and token counts are observed from the request outputs by the
+engine thread (ServerMetrics is its EngineObserver), and per-step figures after each step. Names
+carry the `pagedserve_` prefix and their unit; the registry is per server so tests can run several.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine_stats import EngineStats
 from pagedserve.scheduler.request import RequestOutput
+from pagedserve.structured.stats import StructuredOutputStats
 
 # Latency buckets (seconds): a CPU server spans milliseconds per token to minutes per request.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -87,6 +88,29 @@ class EngineStatsCollector:
                                 - self.finished_before_serving.get(reason, 0))
         yield finished
         yield CounterMetricFamily("pagedserve_engine_steps", "Engine steps run.", value=stats.num_steps)
+        yield from self._structured_output(engine.structured_stats())
+
+    @staticmethod
+    def _structured_output(st: StructuredOutputStats):
+        yield CounterMetricFamily("pagedserve_structured_requests",
+                                  "Requests taken with an output constraint (JSON schema, regex, grammar, choice).",
+                                  value=st.num_constrained_requests)
+        yield CounterMetricFamily("pagedserve_structured_compiled_grammars",
+                                  "Constraints compiled (cache misses; shared by engines over the same model).",
+                                  value=st.num_compiled)
+        yield CounterMetricFamily("pagedserve_structured_compile_errors",
+                                  "Constraints refused by the grammar compiler or its limits.",
+                                  value=st.num_compile_errors)
+        yield CounterMetricFamily("pagedserve_structured_compile_seconds",
+                                  "Time spent compiling constraints, in worker threads off the engine step.",
+                                  value=st.compile_seconds_total)
+        yield CounterMetricFamily("pagedserve_structured_masks",
+                                  "Token masks applied (one per constrained sampled row per step).",
+                                  value=st.num_masks)
+        yield CounterMetricFamily("pagedserve_structured_mask_seconds",
+                                  "Time the engine step spent filling and applying token masks "
+                                  "(divide by pagedserve_engine_steps for the mean per step).",
+                                  value=st.mask_seconds_total)
 
 
 class ServerMetrics:

@@ -44,6 +44,7 @@ class GrammarCompiler:
         self._cache: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
         self.num_compiled = 0
+        self.num_compile_errors = 0
         self.compile_seconds_total = 0.0
 
     @staticmethod
@@ -60,7 +61,12 @@ class GrammarCompiler:
             if template is not None:
                 self._cache.move_to_end(key)
                 return template.deep_copy()
-        template = self._compile_uncached(constraint)
+        try:
+            template = self._compile_uncached(constraint)
+        except InvalidRequestError:
+            with self._lock:
+                self.num_compile_errors += 1
+            raise
         with self._lock:
             self._cache[key] = template
             self._cache.move_to_end(key)
@@ -81,8 +87,9 @@ class GrammarCompiler:
         matcher = llguidance.LLMatcher(self.ll_tokenizer, grammar, log_level=0, limits=limits)
         if matcher.is_error():
             raise InvalidRequestError(field, f"{field}: {matcher.get_error()}")
-        self.num_compiled += 1
-        self.compile_seconds_total += time.perf_counter() - start
+        with self._lock:
+            self.num_compiled += 1
+            self.compile_seconds_total += time.perf_counter() - start
         return matcher
 
 
@@ -97,3 +104,9 @@ def compiler_for(tokenizer: Tokenizer, n_vocab: int | None = None) -> GrammarCom
         if compiler is None:
             compiler = _compilers[tokenizer] = GrammarCompiler(tokenizer, n_vocab)
         return compiler
+
+
+def built_compiler(tokenizer: Tokenizer) -> GrammarCompiler | None:
+    """The compiler of `tokenizer` if one was built (a metrics scrape must not build one)."""
+    with _compilers_lock:
+        return _compilers.get(tokenizer)

@@ -6,6 +6,9 @@ import json
 import os
 import re
 
+import grpc
+import pytest
+
 from pagedserve.service.metrics import FINISH_REASONS
 from tests.service.conftest import wait_until
 
@@ -64,6 +67,37 @@ def test_request_metrics_count_one_request_exactly(served):
     assert delta("pagedserve_step_duration_seconds_sum") > 0
     ttft = delta("pagedserve_time_to_first_token_seconds_sum")
     assert 0 < ttft <= delta("pagedserve_e2e_request_latency_seconds_sum")
+
+
+def test_structured_output_counters_move_with_a_constrained_request(served):
+    before = served.scrape()
+    request = served.client.build_request([1, 2, 3], temperature=1.0, seed=1, max_tokens=4)
+    request.regex = "metrics counters [a-z]{40}"  # used nowhere else: a cache miss, and never done in 4 tokens
+    responses = list(served.client.generate(request))
+    bad = served.client.build_request([1, 2, 3], max_tokens=4)
+    bad.regex = "metrics counters ("
+    with pytest.raises(grpc.RpcError):
+        list(served.client.generate(bad))
+    after = served.scrape()
+
+    def delta(name):
+        return value(after, name) - value(before, name)
+
+    assert sum(len(r.token_ids) for r in responses) == 4
+    assert delta("pagedserve_structured_requests_total") == 1  # the refused one was never taken
+    assert delta("pagedserve_structured_compiled_grammars_total") == 1
+    assert delta("pagedserve_structured_compile_errors_total") == 1
+    assert delta("pagedserve_structured_compile_seconds_total") > 0
+    assert delta("pagedserve_structured_masks_total") == 4  # one per sampled token
+    assert delta("pagedserve_structured_mask_seconds_total") > 0
+    again = served.client.build_request([4, 5, 6], temperature=1.0, seed=2, max_tokens=4)
+    again.regex = request.regex
+    list(served.client.generate(again))
+    cached = served.scrape()
+    assert value(cached, "pagedserve_structured_compiled_grammars_total") == \
+        value(after, "pagedserve_structured_compiled_grammars_total")  # a repeat is served from the cache
+    assert value(cached, "pagedserve_structured_requests_total") == \
+        value(after, "pagedserve_structured_requests_total") + 1
 
 
 def test_metrics_registry_is_per_server(served, start_server):

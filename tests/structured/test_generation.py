@@ -4,7 +4,6 @@ constraint; unconstrained greedy requests are unchanged by constrained neighbour
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import jsonschema
@@ -12,16 +11,9 @@ import pytest
 
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.structured.constraint import Constraint
-from tests.conftest import data_path
+from tests.structured.schemas import SCHEMA_NAMES, load_schema
 
-SCHEMA_DIR = data_path("json_schemas")
-SCHEMA_NAMES = sorted(f[:-5] for f in os.listdir(SCHEMA_DIR) if f.endswith(".json"))
 SEEDS = (11, 12)
-
-
-def load_schema(name: str) -> dict:
-    with open(os.path.join(SCHEMA_DIR, name + ".json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +81,21 @@ def test_unconstrained_greedy_unchanged_by_constrained_neighbours(engine, smollm
     mixed = engine.generate([plain[0], plain[0], plain[1], plain[1]], [greedy, constrained, greedy, constrained])
     assert mixed[0].new_token_ids == alone[0].new_token_ids
     assert mixed[2].new_token_ids == alone[1].new_token_ids
+
+
+def test_forked_choices_keep_a_matcher_each(engine, smollm2_tokenizer):
+    """n=3: the choices fork after the first token; each advances its own matcher, so each is the
+    output of the single request with its seed, and each is a complete, valid document."""
+    schema = load_schema("score_card")
+    prompt = chat_prompt(smollm2_tokenizer, "A score card as JSON.")
+    params = SamplingParams(temperature=1.0, seed=31, max_tokens=200, n=3,
+                            constraint=Constraint("json_schema", json.dumps(schema)))
+    forked = engine.generate([prompt], params)
+    singles = engine.generate([prompt] * 3, [params.for_choice(i) for i in range(3)])
+    assert [o.index for o in forked] == [0, 1, 2]
+    for choice, single in zip(forked, singles):
+        assert choice.new_token_ids == single.new_token_ids
+        text = smollm2_tokenizer.decode(choice.new_token_ids, skip_special=True)
+        assert choice.finish_reason == "stop", text
+        jsonschema.validate(json.loads(text), schema)
+    assert len({tuple(o.new_token_ids) for o in forked}) > 1  # the choices did diverge after the fork

@@ -7,7 +7,7 @@ both fronts refuse the same requests with the same reasons; only the shape lives
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,14 @@ class SamplingFields(_Body):
     n: int = 1
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
+    # Output constraints, passed through as sent: structured.openai_constraint reads and checks them
+    # (naming the field) so the shapes vLLM accepts live in one place.
+    response_format: Any = None
+    structured_outputs: Any = None
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
 
     @property
     def include_usage(self) -> bool:

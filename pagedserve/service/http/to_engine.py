@@ -3,7 +3,9 @@
 The body is written into a GenerateRequest (the proto is the one place where field types and
 widths are defined) and checked by request_validation, so both fronts accept and refuse exactly
 the same requests and sample the same way (float fields arrive as float32 on both). The field a
-refusal names is then translated back to the OpenAI name the client used.
+refusal names is then translated back to the OpenAI name the client used. Output constraints
+(`response_format`, vLLM's `structured_outputs` and `guided_*`) have OpenAI/vLLM shapes the proto
+does not mirror, so structured.openai_constraint reads them, naming the client's own fields.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.service import request_validation as rv
 from pagedserve.service.http.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
+from pagedserve.structured.openai_constraint import CONSTRAINT_FIELDS, constraint_from_openai
 
 _FLOAT32_MAX = 3.4028234663852886e38
 MAX_N = 16
@@ -89,12 +92,18 @@ def _check_n(body: SamplingFields) -> None:
         raise _bad("n", f"must be in [1, {MAX_N}], got {body.n}")
 
 
-def _validated(request: pb.GenerateRequest, tokenizer: Tokenizer, limits: rv.RequestLimits,
-               names: dict[str, str]) -> EngineRequest:
+def _validated(request: pb.GenerateRequest, body: SamplingFields, tokenizer: Tokenizer,
+               limits: rv.RequestLimits, names: dict[str, str]) -> EngineRequest:
+    """The checked engine request, with the output constraint the body asks for (compiled, and
+    refused naming its field if invalid, when the engine takes the request)."""
+    constraint = constraint_from_openai({name: getattr(body, name) for name in CONSTRAINT_FIELDS})
     try:
-        return rv.engine_request(request, tokenizer, limits)
+        engine_request = rv.engine_request(request, tokenizer, limits)
     except InvalidRequestError as exc:
         raise _renamed(exc, names) from None
+    if constraint is None:
+        return engine_request
+    return dataclasses.replace(engine_request, params=dataclasses.replace(engine_request.params, constraint=constraint))
 
 
 def completion_request(body: CompletionRequest, tokenizer: Tokenizer, limits: rv.RequestLimits) -> EngineRequest:
@@ -114,7 +123,7 @@ def completion_request(body: CompletionRequest, tokenizer: Tokenizer, limits: rv
         request.token_ids.ids.extend(min(i, 2**32 - 1) for i in body.prompt)
         if not body.prompt:
             raise _bad("prompt", "the prompt has no token ids")
-    return _validated(request, tokenizer, limits, {"max_tokens": "max_tokens", "logprobs": "logprobs"})
+    return _validated(request, body, tokenizer, limits, {"max_tokens": "max_tokens", "logprobs": "logprobs"})
 
 
 def chat_messages(messages: list[ChatMessage]) -> pb.ChatMessages:
@@ -132,7 +141,7 @@ def chat_request(body: ChatCompletionRequest, tokenizer: Tokenizer, limits: rv.R
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     request = _generate_request(body, max_tokens, max_field, num_logprobs)
     request.chat.CopyFrom(chat_messages(body.messages))
-    return _validated(request, tokenizer, limits, {"max_tokens": max_field, "logprobs": "top_logprobs"})
+    return _validated(request, body, tokenizer, limits, {"max_tokens": max_field, "logprobs": "top_logprobs"})
 
 
 def choice_request(request: EngineRequest, n: int) -> EngineRequest:
