@@ -61,6 +61,17 @@ class ModelRunnerImpl:
         ]
         token_ids, meta = build_metadata(chunks, self.kv_spec.block_size, self.kv_spec.num_groups)
         self.kv_store.copy_blocks(scheduler_output.blocks_to_copy)
+        # Structured output: the masks of this step's constrained samples fill while the forward runs.
+        matchers = [state.matcher for state, r in zip(states, reqs) if r.sample and state.matcher is not None]
+        pending_masks = (token_mask.start_masks(matchers, self.model.config.vocab_size, self.mask_stats)
+                         if matchers else None)
+        try:
+            return self._forward_and_sample(states, reqs, token_ids, meta, pending_masks)
+        finally:
+            if pending_masks is not None:
+                pending_masks.wait()  # the matchers are never advanced under a running fill
+
+    def _forward_and_sample(self, states, reqs, token_ids, meta, pending_masks) -> RunnerOutput:
         hidden = self.transformer.forward(token_ids, meta)
         qsl = meta.query_start_loc
 
@@ -80,10 +91,8 @@ class ModelRunnerImpl:
             row_of, ids, params, prompts, outputs, seeds = self._sampling_rows(
                 [(state, reqs[s].fork_request_ids) for state, s in zip(chosen, sample_idx)])
             sample_logits = np.ascontiguousarray(logits[:len(sample_idx)])
-            masked = [i for i, state in enumerate(chosen) if state.matcher is not None]
-            if masked:  # structured output: disallowed tokens -inf before the sampler (forks inherit it)
-                token_mask.apply_masks(sample_logits, masked, [chosen[i].matcher for i in masked],
-                                       self.mask_stats)
+            if pending_masks is not None:  # disallowed tokens -inf before the sampler (forks inherit it)
+                pending_masks.apply(sample_logits, [i for i, state in enumerate(chosen) if state.matcher is not None])
             # Forked choices repeat their parent's row, so a row is gathered (a copy) when there are any.
             rows_to_sample = sample_logits if len(row_of) == len(sample_idx) else sample_logits[row_of]
             sampled = self.sampler.sample(rows_to_sample, params, prompts, outputs, seeds)
