@@ -45,3 +45,24 @@ def test_wheel_installs_only_the_pagedserve_package(tmp_path):
     # The package data the server needs at run time came along.
     assert (site / "pagedserve" / "service" / "grafana_dashboard.json").is_file()
     assert (site / "pagedserve" / "proto" / "pagedserve" / "v1" / "pagedserve.proto").is_file()
+    assert (site / "pagedserve" / "loadtest" / "data" / "grounded" / "tasks.json").is_file()
+
+
+def test_package_data_ships_every_prompt_set_file():
+    """pyproject's package-data globs (as setuptools expands them, relative to the package) take
+    every file under pagedserve/loadtest/data/: the prompt sets and their README. A cheap check
+    of what the slow wheel test above installs."""
+    import glob
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package_dir = ROOT / "pagedserve" / "loadtest"
+    shipped = {path for pattern in package_data["pagedserve.loadtest"]
+               for path in glob.glob(pattern, root_dir=package_dir) if (package_dir / path).is_file()}
+    data_files = {str(p.relative_to(package_dir)) for p in (package_dir / "data").rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts}
+    assert "data/grounded/tasks.json" in data_files and "data/free_chat/questions.txt" in data_files
+    assert data_files <= shipped, sorted(data_files - shipped)

@@ -6,6 +6,9 @@ caching off so every prompt is computed. With `compare_llamacpp`, llama.cpp runs
 round of ours and each ratio is the median of the per-round ratios. Optional workloads, on an
 engine built from the caller's `EngineArgs` as given (prefix caching, KV dtype, window, size ...):
 - `concurrency` N: N sequences through the engine at once vs one alone;
+- `workload` grounded|free-chat: greedy generation for prompts of a shipped set, one at a time (and
+  N at once, in place of the random prompts of `concurrency`): tokens/s and the share of output
+  4-grams copied from the prompt (bench/prompt_set_run.py);
 - `shared_prefix` N: `shared_requests` requests starting with the same N-token system prompt.
 Always: how many sequences of `capacity_tokens` tokens the KV-cache memory holds per KV dtype.
 Definitions of the figures: bench/workloads.py. Flags: bench/cli.py; text report: bench/report.py.
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pagedserve.bench.prompt_set_run import run_prompt_set
 from pagedserve.bench.workloads import (
     capacity_table,
     concurrency_workload,
@@ -29,6 +33,7 @@ from pagedserve.bench.workloads import (
 )
 from pagedserve.cache.cache_sizing import parse_memory
 from pagedserve.engine.engine_args import EngineArgs
+from pagedserve.loadtest.prompt_sets import PROMPT_SETS
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
@@ -53,6 +58,14 @@ class BenchOptions:
         "metavar": "N", "help": "also run requests that share one N-token system prompt (they arrive together, "
                                 "so only blocks computed in earlier steps are hit: N > --max-num-batched-tokens)"})
     shared_requests: int = field(default=16, metadata={"help": "requests of the --shared-prefix workload"})
+    workload: str | None = field(default=None, metadata={
+        "choices": tuple(PROMPT_SETS),
+        "help": "also generate greedily (up to --decode-tokens each) for prompts of this shipped set: grounded "
+                "(rewrite, extract, quote or edit a given text or code) or free-chat (open questions), see "
+                "loadtest/data/README.md; one at a time, and N at once with --concurrency N (instead of random "
+                "prompts). Reports tokens/s and the share of output 4-grams copied from the prompt"})
+    workload_prompts: int = field(default=8, metadata={"help": "prompts of the --workload run"})
+    workload_seed: int = field(default=0, metadata={"help": "seed of the order the --workload prompts are taken in"})
     capacity_tokens: int = field(default=1024, metadata={
         "help": "sequence length for the 'max concurrent sequences' KV capacity figures"})
     bandwidth_probe_mib: int = field(default=1024, metadata={
@@ -70,6 +83,8 @@ class BenchOptions:
             raise ValueError(f"bandwidth_probe_mib must be >= 0, got {self.bandwidth_probe_mib}")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.workload_prompts < 1:
+            raise ValueError(f"workload_prompts must be >= 1, got {self.workload_prompts}")
 
 
 def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict, object]:
@@ -128,11 +143,11 @@ def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict
     }
     if options.bandwidth_probe_mib > 0:
         result["roofline"] = roofline_of(result, model, spec.bytes_per_token, threads, options)
-    if options.concurrency > 0 or options.shared_prefix > 0:
+    if options.concurrency > 0 or options.shared_prefix > 0 or options.workload:
         if args.enable_prefix_caching:  # the workloads run on the engine as configured
             engine = None  # free the sweep's KV cache before allocating the next
             engine, _ = build_engine(args, model=model, warm_up=False)
-        result.update(run_workloads(engine, options, rng, vocab))
+        result.update(run_workloads(engine, options, rng, vocab, model.tokenizer))
     if options.compare_llamacpp:
         result["llamacpp"] = llamacpp_summary(rounds, theirs, threads)
     return result, model
@@ -155,10 +170,13 @@ def roofline_of(result: dict, model, kv_bytes_per_token: int, threads: int, opti
     return {"weights": stats.to_json(), **report}
 
 
-def run_workloads(engine, options: BenchOptions, rng: np.random.Generator, vocab: int) -> dict:
-    """The optional concurrency and shared-prefix workloads, as JSON-ready dicts."""
+def run_workloads(engine, options: BenchOptions, rng: np.random.Generator, vocab: int, tokenizer) -> dict:
+    """The optional concurrency (random or --workload prompts) and shared-prefix workloads, as JSON-ready dicts."""
     result = {}
-    if options.concurrency > 0:
+    if options.workload:
+        result["workload"] = run_prompt_set(engine, tokenizer, options.workload, options.workload_prompts,
+                                            options.decode_tokens, options.concurrency, options.workload_seed)
+    elif options.concurrency > 0:
         many = concurrency_workload(engine, rng, options.concurrency, options.prompt_tokens,
                                     options.decode_tokens, vocab)
         one = concurrency_workload(engine, rng, 1, options.prompt_tokens, options.decode_tokens, vocab)

@@ -37,6 +37,22 @@ def _workload_lines(r: dict) -> list[str]:
     ]
 
 
+def prompt_set_lines(w: dict) -> list[str]:
+    """The --workload run: single stream, concurrent (if run), and how much the outputs copy."""
+    s = w["single_stream"]
+    copy = "-" if w["copy_fraction"] is None else f"{100 * w['copy_fraction']:.1f}%"
+    lines = [f"workload {w['name']}: {s['num_requests']} prompts (seed {w['seed']}), greedy, "
+             f"up to {w['new_tokens']} new tokens each",
+             _row("  single stream generated tokens/s", f"{s['generated_tok_s']:.1f}"),
+             _row("  single stream decode tokens/s", f"{s['decode_tok_s']:.1f}"),
+             _row("  prompt / generated tokens", f"{s['prompt_tokens']} / {s['generated_tokens']}"),
+             _row(f"  output {w['copy_ngram']}-grams found in the prompt", copy)]
+    if "concurrent" in w:
+        lines.append(f"  {w['concurrent']['n']} of them at once")
+        lines += ["  " + line for line in _workload_lines(w["concurrent"])]
+    return lines
+
+
 def roofline_lines(r: dict) -> list[str]:
     """Bytes per weight, read bandwidth, and the fractions of the memory roofline and VNNI peak."""
     w = r["weights"]
@@ -93,6 +109,8 @@ def text_report(result: dict, options, weight_format: str) -> str:
         if c["decode_speedup_vs_single"] is not None:
             lines.append(_row("  decode tokens/s of 1 sequence alone", f"{c['single_decode_tok_s']:.1f}"))
             lines.append(_row(f"  decode speed-up {c['n']} vs 1", f"x{c['decode_speedup_vs_single']:.2f}"))
+    if "workload" in result:
+        lines += prompt_set_lines(result["workload"])
     if "shared_prefix" in result:
         s = result["shared_prefix"]
         lines.append(f"shared prefix {s['prefix_tokens']} tokens x {s['num_requests']} requests "

@@ -50,6 +50,7 @@ class WorkloadResult:
     preemptions: int = 0
     prefix_queried_tokens: int = 0
     prefix_hit_tokens: int = 0
+    output_token_ids: list[list[int]] = field(default_factory=list)  # per request, as added; not in to_json
 
     @property
     def generated_tok_s(self) -> float:
@@ -96,6 +97,7 @@ def drive(engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> W
     ids = [engine.add_request(p, params) for p in prompts]
     index = {rid: i for i, rid in enumerate(ids)}
     ttft: list[float | None] = [None] * len(ids)
+    output_ids: list[list[int]] = [[] for _ in ids]
     num_waiting_first = len(ids)
     generated = prefill = peak = 0
     phase_end, phase_prefill, phase_generated = None, 0, 0
@@ -110,6 +112,7 @@ def drive(engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> W
             if i is None or not out.new_token_ids:
                 continue
             generated += len(out.new_token_ids)
+            output_ids[i].extend(out.new_token_ids)
             if ttft[i] is None:
                 ttft[i] = now - start
                 num_waiting_first -= 1
@@ -134,6 +137,7 @@ def drive(engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> W
         preemptions=after.num_preemptions - before.num_preemptions,
         prefix_queried_tokens=after.num_prefix_queried_tokens - before.num_prefix_queried_tokens,
         prefix_hit_tokens=after.num_prefix_hit_tokens - before.num_prefix_hit_tokens,
+        output_token_ids=output_ids,
     )
 
 

@@ -8,6 +8,10 @@ Prompt text is drawn from a fixed list of common English words. Byte-level BPE t
 SmolLM2, Qwen) and SentencePiece ones encode almost each of these words, with its leading space,
 as one token, so N words are close to N tokens. Where the target can tokenize (the gRPC target
 always; llama-server with --prompt-format ids) `prepare` cuts each segment to its exact length.
+
+The `grounded` and `free-chat` workloads instead send the shipped prompt sets (prompt_sets.py):
+real texts and code to rewrite, extract, quote or edit, and open questions, in a seeded order;
+their input length is that of the prompt, so --input-len does not apply.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import random
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+from pagedserve.loadtest.prompt_sets import PROMPT_SETS, load_prompt_set, seeded_order
 
 WORDS = tuple("""
 the of and to in is that for it as was with be by on not he this are or his from at which but
@@ -29,10 +35,11 @@ house city open land place point part number word time hand light night river fi
 garden window paper music story table money friend school market summer winter morning letter
 """.split())
 
-WORKLOADS = ("synthetic", "shared-prefix", "long-context", "chat", "jsonl")
-# (input tokens, output tokens) when --input-len / --output-len are not given.
+WORKLOADS = ("synthetic", "shared-prefix", "long-context", "chat", "jsonl", *PROMPT_SETS)
+# (input tokens, output tokens) when --input-len / --output-len are not given (the prompt sets'
+# inputs are their own length: 0 here means "not set by flags").
 DEFAULT_LENGTHS = {"synthetic": (128, 128), "shared-prefix": (64, 128), "long-context": (2048, 64),
-                   "chat": (128, 128), "jsonl": (0, 128)}
+                   "chat": (128, 128), "jsonl": (0, 128), "grounded": (0, 256), "free-chat": (0, 256)}
 LEN_DISTS = ("fixed", "uniform", "normal")
 
 
@@ -119,6 +126,9 @@ class Workload:
             if not self.dataset:
                 raise ValueError("the jsonl workload needs --dataset FILE.jsonl")
             self._rows = load_jsonl(self.dataset)
+        if self.name in PROMPT_SETS:
+            self._prompts = load_prompt_set(self.name)
+            self._order = seeded_order(self.name, self.seed)
         # The shared system prompt: one text for every request of the run.
         self._prefix = words(random.Random(f"{self.seed}/prefix"), self.prefix_len)
 
@@ -135,6 +145,12 @@ class Workload:
         if self.name == "chat":
             return RequestSpec(index, messages=tuple(chat_messages(rng, n_in, self.chat_turns)),
                                max_tokens=out, input_tokens=n_in)
+        if self.name in PROMPT_SETS:
+            item = self._prompts[self._order[index % len(self._order)]]
+            # A rough count (about 4 characters a token) until the server reports the real one;
+            # the chat template adds its own tokens.
+            return RequestSpec(index, messages=item.messages, max_tokens=out,
+                               input_tokens=max(1, len(item.content) // 4))
         row = self._rows[index % len(self._rows)]
         max_tokens = int(row.get("max_tokens") or self.output_len)
         if "messages" in row:

@@ -47,3 +47,21 @@ def test_short_sweep_outputs_and_counts(server, tmp_path):
         assert lv["server"]["prefix_queried_tokens"] >= 48
     assert {i for lv in result["levels"] for i in (r["index"] for r in lv["requests"])} == set(range(6))
     assert result["server_samples"] and (out / "summary.md").read_text().startswith("# Load test")
+
+
+def test_grounded_workload_sends_the_prompt_set_as_chats(server, tmp_path, smollm2_tokenizer):
+    """The grounded prompts reach the server as chats, in the seeded order: the prompt lengths the
+    server reports are those of the expected prompts under the chat template."""
+    from pagedserve.loadtest.prompt_sets import grounded_prompts, seeded_order
+
+    out = tmp_path / "grounded"
+    assert main(["--address", server.address, "--workload", "grounded", "--seed", "5", "--concurrency", "2",
+                 "--num-requests", "2", "--output-len", "4", "--ignore-eos", "--warmup", "0",
+                 "--out-dir", str(out), "--no-progress", "--no-plots"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["meta"]["workload"]["name"] == "grounded"
+    items, order = grounded_prompts(), seeded_order("grounded", 5)
+    expected = [len(smollm2_tokenizer.encode_chat(list(items[order[i]].messages))) for i in range(2)]
+    requests = sorted(result["levels"][0]["requests"], key=lambda r: r["index"])
+    assert [r["input_tokens"] for r in requests] == expected
+    assert all(r["output_tokens"] == 4 and r["error"] is None for r in requests)
