@@ -1,6 +1,6 @@
 """The structured-output bench: both sides generate the same number of tokens (the built-in schema
-is long enough that no constrained request completes before max_tokens), and the constrained
-side's output follows the schema's opening."""
+is long enough that no constrained request completes before max_tokens), and every constrained
+token was masked."""
 
 from pagedserve.bench import structured_output
 from pagedserve.bench.structured_output import StructuredBenchOptions
