@@ -20,7 +20,7 @@ import time
 def add_cluster_parser(sub) -> None:
     from pagedserve.cluster.cluster_options import ClusterOptions
 
-    p = sub.add_parser("cluster", help="serve N replicas behind the SMG gateway on loopback (flags after -- go to serve)",
+    p = sub.add_parser("cluster", help="N serve replicas behind the SMG gateway on loopback (flags after -- go to serve)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ClusterOptions.add_cli_args(p)
     p.add_argument("--log-dir", default=None, help="where replica-I.log and smg.log go (default: a new temp folder)")

@@ -158,7 +158,8 @@ class Workload:
         start. Neighbours in that order share a system prompt (`prefix_len` words): conversation c
         has prompt (c // 2) mod num_prefixes, so requests go 0, 0, 1, 1, ... and a round-robin
         gateway over two replicas hands each replica the prompts in turn (0, 1, 0, 1, ...): its
-        worst case (with many clients arriving at random it switches prompts half as often). Each user turn has ~input_len words and each earlier assistant turn, written by the
+        worst case (with many clients arriving at random it switches prompts half as often).
+        Each user turn has ~input_len words and each earlier assistant turn, written by the
         workload rather than by the model so prompts stay deterministic, as many. The prompt of
         turn t extends the prompt of turn t-1, so a replica that served t-1 holds all but its end."""
         per_round = self.num_conversations * max(1, self.chat_turns)
