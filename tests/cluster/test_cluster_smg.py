@@ -14,7 +14,6 @@ over pagedserve_prefix_cache_queried_tokens_total), scraped here, and are checke
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -26,6 +25,7 @@ from pagedserve.cluster.cluster import Cluster
 from pagedserve.cluster.cluster_options import ClusterOptions
 from pagedserve.cluster.gateway import worker_health
 from pagedserve.loadtest.cli import main as loadtest_main
+from tests.cluster.helpers import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -39,25 +39,6 @@ WORKLOAD = ["--workload", "multi-turn", "--prefix-len", "256", "--input-len", "4
 NUM_REQUESTS = 60
 SERVE_ARGS = ["--num-kv-blocks", "25", "--max-model-len", "384", "--max-num-seqs", "4", "--grace-seconds", "2"]
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-
-
-def free_ports(count: int, consecutive: int = 1) -> list[int]:
-    """`count` free loopback ports; the first `consecutive` of them in a row."""
-    for base in range(20000 + (time.time_ns() // 1000) % 20000, 60000, 7):
-        wanted = list(range(base, base + consecutive)) + [base + 100 + i for i in range(count - consecutive)]
-        try:
-            socks = []
-            for port in wanted:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return wanted
-    raise RuntimeError("no free ports")
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,7 @@ import os
 import time
 
 from pagedserve.cluster.processes import ManagedProcess, stop_all
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie waiting for its (non-test) parent counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from tests.cluster.helpers import alive
 
 
 def wait_for_file(path: str, timeout: float = 10.0) -> str:
@@ -57,3 +45,29 @@ def test_log_tail_holds_the_output(tmp_path):
     process = ManagedProcess("echo", ["sh", "-c", "echo hello-from-child"], str(tmp_path / "e.log")).start()
     assert process.wait(10)
     assert "hello-from-child" in process.log_tail()
+
+
+def test_children_exit_when_the_cluster_process_is_killed(tmp_path):
+    """SIGKILL leaves no handler to stop anything: the kernel's parent-death signal must."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "from pagedserve.cluster.processes import ManagedProcess\n"
+            f"p = ManagedProcess('sleeper', ['sleep', '60'], {str(tmp_path / 'c.log')!r}).start()\n"
+            "print(p.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child)
+    finally:
+        parent.kill()
+        parent.wait(10)
