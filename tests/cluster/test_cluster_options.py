@@ -80,3 +80,17 @@ def test_pinned_cores_are_disjoint_per_replica():
     options = dataclasses.replace(ClusterOptions(replicas=2, threads=2), pin_cores=True)
     assert options.cores_of(0) == {0, 1} and options.cores_of(1) == {2, 3}
     assert ClusterOptions().cores_of(1) is None
+
+
+def test_smg_command_is_what_the_pinned_smg_parses():
+    from smg.launch_router import parse_router_args
+
+    options = ClusterOptions(port=7000, prometheus_port=7001, policy="cache_aware", health_check_interval_secs=3,
+                             health_failure_threshold=4, health_success_threshold=1, cb_failure_threshold=5,
+                             cb_timeout_duration_secs=6)
+    urls = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    args = parse_router_args(smg_argv("/bin/smg", options, urls)[2:])  # after `smg launch`
+    assert (args.host, args.port, args.prometheus_host, args.prometheus_port) == ("127.0.0.1", 7000, "127.0.0.1", 7001)
+    assert args.worker_urls == urls and args.policy == "cache_aware"
+    assert (args.health_check_interval_secs, args.health_failure_threshold, args.health_success_threshold) == (3, 4, 1)
+    assert (args.cb_failure_threshold, args.cb_timeout_duration_secs) == (5, 6)

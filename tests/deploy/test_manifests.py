@@ -138,3 +138,16 @@ def test_hpa_scales_the_replicas_on_the_queue_depth_metric():
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "pagedserve_requests_waiting"
     rules = yaml.safe_load(by_kind("ConfigMap")["data"]["config.yaml"])["rules"]
     assert any(r["name"]["as"] == "pagedserve_requests_waiting" for r in rules)
+
+
+def test_the_gateway_args_are_what_the_pinned_smg_parses():
+    from smg.launch_router import parse_router_args
+
+    container = by_kind("Deployment", "smg")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["smg"] and container["args"][0] == "launch"
+    args = parse_router_args([a.replace("$(POD_NAMESPACE)", "pagedserve") for a in container["args"][1:]])
+    assert args.service_discovery and args.selector == {"app": "pagedserve"}
+    assert args.service_discovery_port == 8000 and args.service_discovery_namespace == "pagedserve"
+    assert args.policy == "cache_aware" and args.port == 8080 and args.prometheus_port == 29000
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (ports["http"], ports["metrics"]) == (args.port, args.prometheus_port)
