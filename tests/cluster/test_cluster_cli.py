@@ -1,5 +1,6 @@
 """`pagedserve cluster` as a user runs it: it prints the gateway once SMG reports the replica
-healthy, serves through it, and SIGTERM stops every process it started, exit status 0."""
+healthy, serves through it, restarts a replica that crashed (the gateway takes it back), and
+SIGTERM stops every process it started, exit status 0."""
 
 from __future__ import annotations
 
@@ -13,12 +14,20 @@ import time
 import httpx
 import pytest
 
+from pagedserve.cluster.gateway import worker_health
 from tests.cluster.helpers import alive, free_ports
 
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_stops_the_gateway_and_every_replica(smollm2_path, tmp_path):
+def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_restarts_a_crashed_replica_and_sigterm_stops_everything(smollm2_path, tmp_path):
     replica, gateway, prometheus = free_ports(3)
     argv = [sys.executable, "-m", "pagedserve.cli.main", "cluster", "--replicas", "1", "--threads", "1",
             "--port", str(gateway), "--replica-port", str(replica), "--prometheus-port", str(prometheus),
@@ -38,6 +47,19 @@ def test_sigterm_stops_the_gateway_and_every_replica(smollm2_path, tmp_path):
         body = {"model": models["data"][0]["id"], "prompt": "The capital of France is", "max_tokens": 3}
         response = httpx.post(f"http://127.0.0.1:{gateway}/v1/completions", json=body, timeout=60)
         assert response.status_code == 200 and response.json()["choices"][0]["logprobs"] is None
+
+        # a crashed replica is restarted and taken back by the gateway
+        replica_url = f"http://127.0.0.1:{replica}"
+        os.killpg(pids[0], signal.SIGKILL)
+        wait_for(lambda: worker_health(f"http://127.0.0.1:{gateway}").get(replica_url) is False, 30)
+        wait_for(lambda: worker_health(f"http://127.0.0.1:{gateway}").get(replica_url) is True, 240)
+        err.seek(0)
+        log = err.read()
+        assert "replica 0 exited with code -9" in log and "restarting it" in log
+        pids = [int(p) for p in re.findall(r"started (?:replica-\d+|smg) \(pid (\d+)\)", log)]
+        assert len(pids) == 3 and alive(pids[-1])
+        response = httpx.post(f"http://127.0.0.1:{gateway}/v1/completions", json=body, timeout=60)
+        assert response.status_code == 200
 
         cluster.send_signal(signal.SIGTERM)
         assert cluster.wait(60) == 0
