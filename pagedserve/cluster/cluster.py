@@ -42,6 +42,12 @@ class Cluster:
     def __init__(self, options: ClusterOptions, serve_args: list[str], log_dir: str,
                  env: Optional[dict] = None, log_level: str = "INFO"):
         check_serve_args(serve_args)
+        if options.pin_cores:
+            wanted = set().union(*(options.cores_of(i) for i in range(options.replicas)))
+            missing = sorted(wanted - os.sched_getaffinity(0))
+            if missing:
+                raise ValueError(f"--pin-cores needs cores 0..{max(wanted)}, but cores {missing} are not "
+                                 f"available to this process")
         self.options, self.serve_args, self.log_dir, self.log_level = options, list(serve_args), log_dir, log_level
         self.env = dict(os.environ if env is None else env)
         self.smg = find_smg(options.smg)

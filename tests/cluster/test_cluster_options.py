@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import pytest
@@ -94,3 +95,12 @@ def test_smg_command_is_what_the_pinned_smg_parses():
     assert args.worker_urls == urls and args.policy == "cache_aware"
     assert (args.health_check_interval_secs, args.health_failure_threshold, args.health_success_threshold) == (3, 4, 1)
     assert (args.cb_failure_threshold, args.cb_timeout_duration_secs) == (5, 6)
+
+
+def test_pinning_more_cores_than_available_is_refused_before_starting(tmp_path):
+    from pagedserve.cluster.cluster import Cluster
+
+    too_many = len(os.sched_getaffinity(0)) + 1
+    options = ClusterOptions(replicas=1, threads=too_many, pin_cores=True)
+    with pytest.raises(ValueError, match="--pin-cores needs cores"):
+        Cluster(options, [], str(tmp_path))
