@@ -1,5 +1,5 @@
 """`pagedserve` command line: fetch-model, tokenize, generate, perplexity, bench, synth-model,
-serve, client, loadtest.
+serve, cluster, client, loadtest.
 
 Each subcommand lives in its own module and adds its own parser; engine and server flags are
 generated from `EngineArgs` and `ServerOptions`, so no default is written here.
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pagedserve.bench.cli import add_bench_parser
     from pagedserve.bench.synth_model import add_synth_model_parser
     from pagedserve.cli.client import add_client_parser
+    from pagedserve.cli.cluster import add_cluster_parser
     from pagedserve.cli.generate import add_generate_parser
     from pagedserve.cli.perplexity import add_perplexity_parser
     from pagedserve.cli.serve import add_serve_parser
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_perplexity_parser(sub)
     add_serve_parser(sub)
+    add_cluster_parser(sub)
     add_client_parser(sub)
     add_synth_model_parser(sub)
     sub.add_parser("loadtest", add_help=False, help="load-test a server (pagedserve loadtest --help)")

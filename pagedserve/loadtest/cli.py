@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--len-dist", choices=LEN_DISTS, default="fixed")
     g.add_argument("--len-spread", type=float, default=0.25, help="relative spread of uniform/normal lengths")
     g.add_argument("--prefix-len", type=int, default=256, help="shared-prefix: tokens of the common system prompt")
-    g.add_argument("--chat-turns", type=int, default=3)
+    g.add_argument("--chat-turns", type=int, default=3, help="chat: turns per prompt; multi-turn: turns per conversation")
+    g.add_argument("--num-prefixes", type=int, default=5, help="multi-turn: distinct system prompts (--prefix-len words)")
+    g.add_argument("--num-conversations", type=int, default=20, help="multi-turn: conversations taking turns")
     g.add_argument("--ignore-eos", action="store_true", help="generate exactly max_tokens")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=0)
@@ -107,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slo-itl-ms", type=float, default=None, help="bounds each request's largest ITL")
     g.add_argument("--slo-e2e-ms", type=float, default=None)
     g.add_argument("--metrics-url", default=None, help="the server's Prometheus endpoint, scraped during the run")
+    g.add_argument("--replica-metrics-url", action="append", default=[], metavar="URL[,URL...]",
+                   help="Prometheus endpoints of the replicas behind a gateway target (repeat or comma-separate): "
+                        "the report shows each one's requests finished and prefix-cache hits")
     g.add_argument("--metrics-interval", type=float, default=0.5)
     g.add_argument("--out-dir", default=None, help="default: loadtest/results/<timestamp>/")
     g.add_argument("--no-plots", action="store_true")
@@ -152,15 +157,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     address = ns.address if ns.target == "grpc" else ns.url
     check_loopback(host_of(ns.target, address), ns.allow_remote)
-    if ns.metrics_url:
-        check_loopback(urlsplit(ns.metrics_url).hostname or "", ns.allow_remote, "metrics URL")
+    replica_urls = [u.strip() for arg in ns.replica_metrics_url for u in arg.split(",") if u.strip()]
+    for url in ([ns.metrics_url] if ns.metrics_url else []) + replica_urls:
+        check_loopback(urlsplit(url).hostname or "", ns.allow_remote, "metrics URL")
     if ns.request_rate:
         levels = [Level("rate", r) for r in ns.request_rate]
     else:
         levels = [Level("concurrency", c) for c in (ns.concurrency or [1])]
     plan = Plan(levels, ns.num_requests or None, ns.duration, ns.warmup, ns.seed, ns.max_concurrency)
     workload = Workload(ns.workload, ns.seed, ns.input_len, ns.output_len, ns.len_dist, ns.len_spread,
-                        ns.prefix_len, ns.chat_turns, ns.dataset)
+                        ns.prefix_len, ns.chat_turns, ns.dataset, ns.num_prefixes, ns.num_conversations)
     target = make_target(ns.target, address, model=ns.model, temperature=ns.temperature,
                          ignore_eos=ns.ignore_eos, timeout=ns.timeout)
     wait_until_ready(target.readiness, ns.ready_timeout, f"{ns.target} target {address}")
@@ -173,20 +179,23 @@ def cmd_run(ns: argparse.Namespace) -> int:
     pool = [prepare(workload.request(i), tokenize, cache) for i in range(pool_size)]
     warm = [prepare(workload.request(10**9 + i), tokenize, cache) for i in range(ns.warmup)]
     scraper = MetricsScraper(ns.metrics_url, ns.metrics_interval).start() if ns.metrics_url else None
-    runner = Runner(target, lambda i: pool[i % len(pool)], plan, lambda i: warm[i], scraper, not ns.no_progress)
+    replica_scrapers = [MetricsScraper(url, ns.metrics_interval).start() for url in replica_urls]
+    runner = Runner(target, lambda i: pool[i % len(pool)], plan, lambda i: warm[i], scraper, not ns.no_progress,
+                    replica_scrapers=replica_scrapers)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         results = asyncio.run(runner.run())
     finally:
-        if scraper:
-            scraper.stop()
+        for s in ([scraper] if scraper else []) + replica_scrapers:
+            s.stop()
     meta = {"started_at": started_at, "argv": sys.argv[1:], "server": server, "prompt_format": "ids" if use_ids else "text",
             "workload": {k: getattr(workload, k) for k in ("name", "seed", "input_len", "output_len", "len_dist",
-                                                           "len_spread", "prefix_len", "chat_turns", "dataset")},
+                                                           "len_spread", "prefix_len", "chat_turns", "dataset",
+                                                           "num_prefixes", "num_conversations")},
             "ignore_eos": ns.ignore_eos, "temperature": ns.temperature,
             "plan": {"shape": levels[0].shape, "num_requests": plan.num_requests, "duration_s": plan.duration,
                      "warmup": plan.warmup, "max_concurrency": plan.max_concurrency},
-            "metrics": {"url": ns.metrics_url, "interval_s": ns.metrics_interval,
+            "metrics": {"url": ns.metrics_url, "replica_urls": replica_urls, "interval_s": ns.metrics_interval,
                         "scrape_errors": scraper.errors if scraper else 0,
                         "last_error": scraper.last_error if scraper else ""}}
     slo = Slo(ns.slo_ttft_ms, ns.slo_tpot_ms, ns.slo_itl_ms, ns.slo_e2e_ms)

@@ -31,6 +31,7 @@ def build_result(meta: dict, results: list[LevelResult], slo: Slo, samples: list
             "started_s": lr.started,
             "summary": summarize(lr.records, lr.duration, slo),
             "server": lr.server,
+            "replicas": lr.replicas,
             "requests": [r.to_json() for r in lr.records],
         })
     series = [{**s, "t": s["t"] - run_t0} for s in samples]
@@ -103,10 +104,30 @@ def markdown(result: dict) -> str:
             d = lv["summary"][key]
             rows.append([lv["label"], name, str(d["count"])] + [fmt(d[k]) for k in ("mean", "p50", "p90", "p99", "max")])
     out += ["## Latency (ms)", "", table(["level", "metric", "n", "mean", "p50", "p90", "p99", "max"], rows), ""]
+    out += replicas_markdown(result)
     errors = [f"- {lv['label']}: " + ", ".join(f"{code} x{n}" for code, n in lv["summary"]["errors"].items())
               for lv in result["levels"] if lv["summary"]["errors"]]
     out += ["## Errors", ""] + (errors or ["none"]) + [""]
     return "\n".join(out)
+
+
+def replicas_markdown(result: dict) -> list[str]:
+    """Per-replica load and prefix-cache figures of each level (replicas scraped behind a gateway)."""
+    rows = []
+    for lv in result["levels"]:
+        replicas = lv.get("replicas") or []
+        total = sum(r.get("requests_finished") or 0 for r in replicas)
+        for r in replicas:
+            finished = r.get("requests_finished")
+            share = (finished / total) if finished is not None and total else None
+            rows.append([lv["label"], r["url"], fmt(finished, 0), pct(share), fmt(r.get("prefix_queried_tokens"), 0),
+                         fmt(r.get("prefix_hit_tokens"), 0), pct(r.get("prefix_hit_rate")),
+                         fmt(r.get("peak_running"), 0), fmt(r.get("peak_waiting"), 0), pct(r.get("peak_kv_usage"))])
+    if not rows:
+        return []
+    return ["## Replicas", "", "Scraped from each replica's /metrics (counter deltas over the level).", "",
+            table(["level", "replica", "requests finished", "share", "prefix queried tok", "prefix hit tok",
+                   "prefix hit", "peak running", "peak waiting", "peak KV"], rows), ""]
 
 
 COMPARED = (("request_throughput", "req/s", 2), ("output_throughput", "output tok/s", 1),

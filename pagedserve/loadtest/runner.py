@@ -49,6 +49,7 @@ class LevelResult:
     duration: float
     records: list[RequestRecord]
     server: Optional[dict] = None
+    replicas: Optional[list[dict]] = None
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Runner:
     warmup_requests: Optional[Callable[[int], Prepared]] = None
     scraper: Optional[object] = None
     progress: bool = True
+    replica_scrapers: list = field(default_factory=list)  # MetricsScrapers of the replicas behind a gateway
     clock: Callable[[], float] = time.perf_counter
     run_t0: float = field(default=0.0, init=False)
 
@@ -116,6 +118,7 @@ class Runner:
 
     async def _level(self, level: Level, offset: int) -> LevelResult:
         begin = self.scraper.scrape() if self.scraper else None
+        replica_begin = [s.scrape() for s in self.replica_scrapers]
         deadline = None if self.plan.duration is None else self.clock() + self.plan.duration
         source = lambda i: self.requests(offset + i)  # noqa: E731 - levels take consecutive indices
         from tqdm import tqdm
@@ -140,12 +143,18 @@ class Runner:
         finally:
             bar.close()
         end = self.scraper.scrape() if self.scraper else None
+        replica_end = [s.scrape() for s in self.replica_scrapers]
         records.sort(key=lambda r: r.start)
         duration = max((r.start + (r.e2e or 0.0) for r in records), default=0.0) - (records[0].start if records else 0.0)
         server = None
         if self.scraper:
             server = self.scraper.window(begin["t"] if begin else t0, end["t"] if end else self.clock())
-        return LevelResult(level, t0 - self.run_t0 + (records[0].start if records else 0.0), duration, records, server)
+        replicas = None
+        if self.replica_scrapers:
+            replicas = [{"url": s.url, **s.window(b["t"] if b else t0, e["t"] if e else self.clock())}
+                        for s, b, e in zip(self.replica_scrapers, replica_begin, replica_end)]
+        return LevelResult(level, t0 - self.run_t0 + (records[0].start if records else 0.0), duration, records, server,
+                           replicas)
 
     async def _send(self, request: Prepared, t0: float) -> RequestRecord:
         start = self.clock() - t0

@@ -26,6 +26,7 @@ ALIASES = {
                           "vllm:gpu_prefix_cache_hits_total"),
     "running": ("pagedserve_requests_running", "vllm:num_requests_running", "llamacpp:requests_processing"),
     "waiting": ("pagedserve_requests_waiting", "vllm:num_requests_waiting", "llamacpp:requests_deferred"),
+    "requests_finished": ("pagedserve_requests_finished_total", "vllm:request_success_total"),
 }
 
 
@@ -57,6 +58,7 @@ def window_figures(samples: list[dict], t0: float, t1: float) -> dict:
         "prefix_queried_tokens": queried,
         "prefix_hit_tokens": hit,
         "prefix_hit_rate": (hit / queried) if queried and hit is not None else None,
+        "requests_finished": delta("requests_finished"),
         "peak_running": max((s["running"] for s in inside if s.get("running") is not None), default=None),
         "peak_waiting": max((s["waiting"] for s in inside if s.get("waiting") is not None), default=None),
     }

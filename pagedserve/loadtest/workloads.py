@@ -35,11 +35,12 @@ house city open land place point part number word time hand light night river fi
 garden window paper music story table money friend school market summer winter morning letter
 """.split())
 
-WORKLOADS = ("synthetic", "shared-prefix", "long-context", "chat", "jsonl", *PROMPT_SETS)
+WORKLOADS = ("synthetic", "shared-prefix", "long-context", "chat", "multi-turn", "jsonl", *PROMPT_SETS)
 # (input tokens, output tokens) when --input-len / --output-len are not given (the prompt sets'
 # inputs are their own length: 0 here means "not set by flags").
 DEFAULT_LENGTHS = {"synthetic": (128, 128), "shared-prefix": (64, 128), "long-context": (2048, 64),
-                   "chat": (128, 128), "jsonl": (0, 128), "grounded": (0, 256), "free-chat": (0, 256)}
+                   "chat": (128, 128), "multi-turn": (32, 64), "jsonl": (0, 128),
+                   "grounded": (0, 256), "free-chat": (0, 256)}
 LEN_DISTS = ("fixed", "uniform", "normal")
 
 
@@ -112,6 +113,8 @@ class Workload:
     prefix_len: int = 256
     chat_turns: int = 3
     dataset: Optional[str] = None
+    num_prefixes: int = 5
+    num_conversations: int = 20
 
     def __post_init__(self):
         if self.name not in WORKLOADS:
@@ -131,6 +134,11 @@ class Workload:
             self._order = seeded_order(self.name, self.seed)
         # The shared system prompt: one text for every request of the run.
         self._prefix = words(random.Random(f"{self.seed}/prefix"), self.prefix_len)
+        if self.name == "multi-turn":
+            if self.num_prefixes < 1 or self.num_conversations < 1:
+                raise ValueError("multi-turn needs --num-prefixes >= 1 and --num-conversations >= 1")
+            self._prefixes = [words(random.Random(f"{self.seed}/prefix/{k}"), self.prefix_len)
+                              for k in range(self.num_prefixes)]
 
     def request(self, index: int) -> RequestSpec:
         """The index-th request (deterministic)."""
@@ -151,6 +159,8 @@ class Workload:
             # the chat template adds its own tokens.
             return RequestSpec(index, messages=item.messages, max_tokens=out,
                                input_tokens=max(1, len(item.content) // 4))
+        if self.name == "multi-turn":
+            return self._multi_turn(index)
         row = self._rows[index % len(self._rows)]
         max_tokens = int(row.get("max_tokens") or self.output_len)
         if "messages" in row:
@@ -158,6 +168,35 @@ class Workload:
         prompt = row["prompt"]
         return RequestSpec(index, (Segment(prompt, 0),), max_tokens=max_tokens,
                            input_tokens=len(prompt.split()))
+
+    def _multi_turn(self, index: int) -> RequestSpec:
+        """Turn t of conversation c, in turn-major order: every conversation's turn 0, then every
+        turn 1, ... (a fixed set of users taking turns); after `chat_turns` turns new conversations
+        start. Neighbours in that order share a system prompt (`prefix_len` words): conversation c
+        has prompt (c // 2) mod num_prefixes, so requests go 0, 0, 1, 1, ... and a round-robin
+        gateway over two replicas hands each replica the prompts in turn (0, 1, 0, 1, ...): its
+        worst case (with many clients arriving at random it switches prompts half as often).
+        Each user turn has ~input_len words and each earlier assistant turn, written by the
+        workload rather than by the model so prompts stay deterministic, as many. The prompt of
+        turn t extends the prompt of turn t-1, so a replica that served t-1 holds all but its end."""
+        per_round = self.num_conversations * max(1, self.chat_turns)
+        rnd, within = divmod(index, per_round)
+        turn, local = divmod(within, self.num_conversations)
+        conversation = rnd * self.num_conversations + local
+        rng = random.Random(f"{self.seed}/multi-turn/{conversation}")
+        messages = [{"role": "system", "content": self._prefixes[(local // 2) % self.num_prefixes]}]
+        n_words = self.prefix_len
+        for j in range(turn + 1):  # every turn draws the same numbers whatever `turn` is asked
+            user = sample_len(rng, self.input_len, self.len_dist, self.len_spread)
+            reply = sample_len(rng, self.input_len, self.len_dist, self.len_spread)
+            user_text, reply_text = words(rng, user) + "?", words(rng, reply) + "."
+            messages.append({"role": "user", "content": user_text})
+            n_words += user
+            if j < turn:
+                messages.append({"role": "assistant", "content": reply_text})
+                n_words += reply
+        out = sample_len(rng, self.output_len, self.len_dist, self.len_spread)
+        return RequestSpec(index, messages=tuple(messages), max_tokens=out, input_tokens=n_words)
 
 
 def chat_messages(rng: random.Random, n_words: int, turns: int) -> list[dict]:

@@ -90,3 +90,22 @@ def test_plots_and_compare_cli(tmp_path):
     assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out-dir", str(out)]) == 0
     assert "| c=2 | req/s | 0.50 | 1.00 | 2.00x |" in (out / "compare.md").read_text()
     assert (out / "compare.png").read_bytes()[:8] == PNG
+
+
+def test_replicas_table_shows_each_replicas_share_and_prefix_hits():
+    replicas = [{"url": "http://127.0.0.1:1/metrics", "requests_finished": 3.0, "prefix_queried_tokens": 400.0,
+                 "prefix_hit_tokens": 300.0, "prefix_hit_rate": 0.75, "peak_running": 2.0, "peak_waiting": 0.0,
+                 "peak_kv_usage": 0.5},
+                {"url": "http://127.0.0.1:2/metrics", "requests_finished": 1.0, "prefix_queried_tokens": 100.0,
+                 "prefix_hit_tokens": 0.0, "prefix_hit_rate": 0.0, "peak_running": 1.0, "peak_waiting": 0.0,
+                 "peak_kv_usage": 0.25}]
+    levels = [LevelResult(Level("concurrency", 1), 0.0, 1.0, [record(0, 0.1, 0.05)], replicas=replicas)]
+    doc = build_result({"server": {}, "workload": {}}, levels, Slo(), [], run_t0=0.0)
+    assert doc["levels"][0]["replicas"] == replicas
+    text = markdown(doc)
+    assert "## Replicas" in text
+    rows = [line for line in text.splitlines() if line.startswith("| c=1 | http://127.0.0.1:")]
+    assert rows[0].split(" | ")[2:5] == ["3", "75.0%", "400"]
+    assert rows[1].split(" | ")[2:5] == ["1", "25.0%", "100"]
+    assert "75.0%" in rows[0].split(" | ")[6] and rows[1].split(" | ")[6] == "0.0%"
+    assert "## Replicas" not in markdown(result(1.0))  # no replicas scraped, no table

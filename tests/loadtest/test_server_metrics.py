@@ -19,6 +19,9 @@ pagedserve_prefix_cache_queried_tokens_total 200.0
 pagedserve_prefix_cache_hit_tokens_total 50.0
 # TYPE pagedserve_requests_running gauge
 pagedserve_requests_running 4.0
+# TYPE pagedserve_requests_finished counter
+pagedserve_requests_finished_total{reason="stop"} 2.0
+pagedserve_requests_finished_total{reason="length"} 3.0
 """
 
 VLLM_TEXT = """# TYPE vllm:kv_cache_usage_perc gauge
@@ -32,7 +35,7 @@ vllm:num_preemptions_total{model_name="m"} 2.0
 def test_parse_pagedserve_and_vllm_names():
     f = parse_figures(PAGEDSERVE_TEXT)
     assert f == {"kv_usage": 0.25, "preemptions": 3.0, "prefix_queried_tokens": 200.0, "prefix_hit_tokens": 50.0,
-                 "running": 4.0, "waiting": None}
+                 "running": 4.0, "waiting": None, "requests_finished": 5.0}
     v = parse_figures(VLLM_TEXT)
     assert v["kv_usage"] == 0.75 and v["preemptions"] == 2.0 and v["prefix_hit_tokens"] is None  # summed labels
 

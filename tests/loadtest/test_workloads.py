@@ -82,3 +82,32 @@ def test_chat_and_jsonl(tmp_path):
         Workload("jsonl", dataset=str(path))
     with pytest.raises(ValueError, match="dataset"):
         Workload("jsonl")
+
+
+def test_multi_turn_conversations_extend_their_own_earlier_turns():
+    w = Workload("multi-turn", prefix_len=30, input_len=5, output_len=2, chat_turns=3, num_prefixes=2,
+                 num_conversations=4)
+    # turn-major: requests 0-3 are turn 0 of conversations 0-3, requests 4-7 their turn 1, ...
+    turns = [[w.request(t * 4 + c) for t in range(3)] for c in range(4)]
+    for c, conversation in enumerate(turns):
+        for t, spec in enumerate(conversation):
+            roles = [m["role"] for m in spec.messages]
+            assert roles == ["system"] + ["user", "assistant"] * t + ["user"]
+            assert spec.max_tokens == 2
+            if t:  # the previous turn's messages are a prefix of this one's
+                assert spec.messages[:len(conversation[t - 1].messages)] == conversation[t - 1].messages
+        assert len(conversation[0].messages[0]["content"].split()) == 30
+    systems = [conversation[0].messages[0]["content"] for conversation in turns]
+    assert systems[0] == systems[1] != systems[2] == systems[3]  # neighbours share one of 2 prompts
+    assert turns[0][0].messages[1] != turns[1][0].messages[1]    # each conversation its own turns
+    assert w.request(5) == Workload("multi-turn", prefix_len=30, input_len=5, output_len=2, chat_turns=3,
+                                    num_prefixes=2, num_conversations=4).request(5)
+    # after chat_turns turns, new conversations start, on the same system prompts
+    fresh = w.request(12)
+    assert [m["role"] for m in fresh.messages] == ["system", "user"]
+    assert fresh.messages[0] == turns[0][0].messages[0] and fresh.messages[1] != turns[0][0].messages[1]
+
+
+def test_multi_turn_needs_a_prompt_and_a_conversation():
+    with pytest.raises(ValueError, match="num-prefixes"):
+        Workload("multi-turn", num_prefixes=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Body(BaseModel):
@@ -57,6 +57,18 @@ class CompletionRequest(SamplingFields):
     max_tokens: Optional[int] = 16  # OpenAI's default for completions
     logprobs: Optional[int] = None
     echo: bool = False
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _logprobs_false_is_none(cls, value):
+        """Gateways that re-serialise bodies (SMG) send `"logprobs": false` for "none": lax
+        validation would read it as 0, which asks for the sampled token's logprob. `true` says no
+        count, so it is refused."""
+        if value is False:
+            return None
+        if value is True:
+            raise ValueError("expected an integer number of logprobs (0-20) or null, got true")
+        return value
 
 
 class TextPart(_Body):

@@ -1,0 +1,224 @@
+"""Two replicas of SmolLM2-135M (1 thread each) behind SMG on loopback: routing reaches both,
+cache-aware routing turns shared system prompts into prefix-cache hits where round-robin cannot,
+a killed replica costs new requests nothing once SMG has noticed, its in-flight stream ends with
+an error rather than a hang, and a restarted replica rejoins.
+
+Everything binds 127.0.0.1; every wait is bounded (HTTP timeouts, bounded polls); the module
+fixture stops every process it started, also when a test fails.
+
+Prefix-cache figures come from the replicas' own counters (pagedserve_prefix_cache_hit_tokens_total
+over pagedserve_prefix_cache_queried_tokens_total), scraped here, and are checked against what
+`pagedserve loadtest --replica-metrics-url` reports for the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pagedserve.cluster.cluster import Cluster
+from pagedserve.cluster.cluster_options import ClusterOptions
+from pagedserve.cluster.gateway import worker_health
+from pagedserve.loadtest.cli import main as loadtest_main
+from tests.cluster.helpers import free_ports
+
+pytestmark = pytest.mark.slow
+
+# The multi-turn workload (pagedserve/loadtest/workloads.py): 20 conversations of 3 turns, two
+# system prompts of 256 words (~16 KV blocks each), 4-word turns, 1 output token. Each replica's
+# KV cache holds 24 usable blocks: one system prompt and the turns around it, not two. So a
+# replica that always gets the same system prompt (cache_aware) keeps it cached, and one that
+# gets them alternately (round_robin over this order) evicts each before it comes back.
+WORKLOAD = ["--workload", "multi-turn", "--prefix-len", "256", "--input-len", "4", "--output-len", "1",
+            "--chat-turns", "3", "--num-prefixes", "2", "--num-conversations", "20"]
+NUM_REQUESTS = 60
+SERVE_ARGS = ["--num-kv-blocks", "25", "--max-model-len", "384", "--max-num-seqs", "4", "--grace-seconds", "2"]
+HTTP_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+@pytest.fixture(scope="module")
+def cluster(smollm2_path, tmp_path_factory):
+    replica_a, _, gateway, prometheus = free_ports(4, consecutive=2)
+    options = ClusterOptions(replicas=2, threads=1, port=gateway, replica_port=replica_a, prometheus_port=prometheus,
+                             policy="round_robin", ready_timeout=300.0, stop_timeout=15.0)
+    log_dir = str(tmp_path_factory.mktemp("cluster-logs"))
+    with Cluster(options, ["--model", smollm2_path, *SERVE_ARGS], log_dir) as running:
+        yield running
+    assert all(not p.running() for p in running.processes())
+
+
+def counters(replica_url: str) -> dict[str, float]:
+    """The replica's prefix-cache and finished-request counters (summed over labels)."""
+    text = httpx.get(replica_url + "/metrics", timeout=HTTP_TIMEOUT).text
+    wanted = {"pagedserve_prefix_cache_hit_tokens_total": "hit", "pagedserve_prefix_cache_queried_tokens_total":
+              "queried", "pagedserve_requests_finished_total": "finished"}
+    out = {v: 0.0 for v in wanted.values()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                out[wanted[sample.name]] += sample.value
+    return out
+
+
+def all_counters(cluster) -> list[dict[str, float]]:
+    return [counters(url) for url in cluster.options.replica_urls]
+
+
+def delta(before: list[dict], after: list[dict], key: str) -> list[float]:
+    return [a[key] - b[key] for b, a in zip(before, after)]
+
+
+def model_name(cluster) -> str:
+    """The model id the gateway lists (SMG requires `model` in every body)."""
+    return httpx.get(cluster.options.gateway_url + "/v1/models", timeout=HTTP_TIMEOUT).json()["data"][0]["id"]
+
+
+def chat(cluster, text: str, max_tokens: int = 2) -> httpx.Response:
+    body = {"model": model_name(cluster), "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens, "temperature": 0}
+    return httpx.post(cluster.options.gateway_url + "/v1/chat/completions", json=body, timeout=HTTP_TIMEOUT)
+
+
+def use_policy(cluster, policy: str) -> None:
+    cluster.start_gateway(policy)
+    cluster.wait_gateway(set(cluster.options.replica_urls), time.monotonic() + 60)
+
+
+def run_workload(cluster, seed: int, out_dir) -> dict:
+    """The multi-turn workload through the gateway with loadtest, two requests in flight: SMG's
+    cache_aware sends a prefix it has not seen to the least-loaded replica (the first on a tie),
+    so strictly one at a time it would put every system prompt on replica 0."""
+    code = loadtest_main(["--target", "openai", "--url", cluster.options.gateway_url, *WORKLOAD, "--seed", str(seed),
+                          "--concurrency", "2", "--num-requests", str(NUM_REQUESTS), "--warmup", "0",
+                          "--timeout", "60", "--ready-timeout", "30", "--out-dir", str(out_dir), "--no-plots",
+                          "--no-progress", "--replica-metrics-url", ",".join(u + "/metrics" for u in
+                                                                            cluster.options.replica_urls)])
+    assert code == 0
+    return json.loads((out_dir / "result.json").read_text())
+
+
+def test_round_robin_reaches_both_replicas(cluster):
+    use_policy(cluster, "round_robin")
+    before = all_counters(cluster)
+    for i in range(6):
+        response = chat(cluster, f"Say {i}.")
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] is not None
+    finished = delta(before, all_counters(cluster), "finished")
+    assert finished == [3, 3]
+
+
+def test_cache_aware_routing_hits_the_prefix_cache_where_round_robin_does_not(cluster, tmp_path):
+    rates = {}
+    for policy, seed in (("round_robin", 1), ("cache_aware", 2)):  # own seeds: own prompts, cold caches
+        use_policy(cluster, policy)
+        before = all_counters(cluster)
+        result = run_workload(cluster, seed, tmp_path / policy)
+        after = all_counters(cluster)
+        (level,) = result["levels"]
+        assert level["summary"]["completed"] == NUM_REQUESTS and level["summary"]["failed"] == 0
+        hit, queried = delta(before, after, "hit"), delta(before, after, "queried")
+        rates[policy] = sum(hit) / sum(queried)
+        # loadtest's per-replica report agrees with the counters
+        reported = level["replicas"]
+        assert [r["url"] for r in reported] == [u + "/metrics" for u in cluster.options.replica_urls]
+        assert [r["prefix_hit_tokens"] for r in reported] == hit
+        assert [r["prefix_queried_tokens"] for r in reported] == queried
+        assert [r["requests_finished"] for r in reported] == delta(before, after, "finished")
+        assert sum(delta(before, after, "finished")) == NUM_REQUESTS
+        print(f"{policy}: prefix-cache hit rate {rates[policy]:.1%} (hit {hit}, queried {queried}, "
+              f"finished {delta(before, after, 'finished')})")
+    assert rates["cache_aware"] >= 0.80
+    assert rates["round_robin"] <= 0.50
+
+
+class Stream(threading.Thread):
+    """One streamed chat completion through the gateway, recorded: content chunks, finish
+    reason, [DONE], and the error that ended it, if any."""
+
+    def __init__(self, cluster, text: str, max_tokens: int):
+        super().__init__(daemon=True)
+        self.url = cluster.options.gateway_url + "/v1/chat/completions"
+        self.body = {"model": model_name(cluster), "messages": [{"role": "user", "content": text}],
+                     "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True}
+        self.chunks, self.finish_reason, self.done, self.error = 0, None, False, None
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("POST", self.url, json=self.body, timeout=HTTP_TIMEOUT) as response:
+                if response.status_code != 200:
+                    self.error = f"HTTP {response.status_code}: {response.read()[:300]!r}"
+                    return
+                for line in response.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    if line == "data: [DONE]":
+                        self.done = True
+                        continue
+                    event = json.loads(line[6:])
+                    if "error" in event:
+                        self.error = f"error event: {event['error']}"
+                        continue
+                    for choice in event.get("choices", []):
+                        self.chunks += 1
+                        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        except Exception as exc:  # noqa: BLE001 - the way the stream ended is what is checked
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+def wait_for(predicate, timeout: float, what: str) -> float:
+    """Poll `predicate` every 0.05 s; seconds it took. Fails the test after `timeout` s."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_killed_replica_fails_its_streams_clearly_and_a_restarted_one_rejoins(cluster):
+    use_policy(cluster, "round_robin")
+    urls = cluster.options.replica_urls
+    # round-robin: one long stream on each replica
+    streams = [Stream(cluster, f"Count to a thousand, number {i}.", max_tokens=300) for i in range(2)]
+    for s in streams:
+        s.start()
+        time.sleep(0.3)
+    wait_for(lambda: all(s.chunks >= 3 for s in streams), 60, "both streams streaming")
+
+    killed_at = time.monotonic()
+    cluster.kill_replica(1)
+    detection_s = wait_for(lambda: worker_health(cluster.options.gateway_url).get(urls[1]) is False, 30,
+                           "the gateway marking the killed replica unhealthy")
+    for s in streams:
+        s.join(90)
+    assert not any(s.is_alive() for s in streams), "a stream hung after its replica died"
+    ok = [s for s in streams if s.error is None and s.finish_reason == "length" and s.done]
+    broken = [s for s in streams if s not in ok]
+    assert len(ok) == 1 and len(broken) == 1, [(s.chunks, s.finish_reason, s.done, s.error) for s in streams]
+    assert broken[0].error is not None and "Timeout" not in broken[0].error, broken[0].error
+    print(f"killed replica marked unhealthy after {detection_s:.2f} s; its stream ended with: {broken[0].error}")
+
+    # after the detection window, new requests all succeed (on the live replica)
+    before = counters(urls[0])
+    for i in range(6):
+        response = chat(cluster, f"After the crash, say {i}.")
+        assert response.status_code == 200, response.text
+    assert counters(urls[0])["finished"] - before["finished"] == 6
+
+    # a restarted replica rejoins and takes its share again
+    cluster.start_replica(1)
+    cluster.wait_replica(1, time.monotonic() + 240)
+    rejoin_s = wait_for(lambda: worker_health(cluster.options.gateway_url).get(urls[1]) is True, 30,
+                        "the gateway taking the restarted replica back")
+    print(f"restarted replica healthy in the gateway {rejoin_s:.2f} s after it served "
+          f"({time.monotonic() - killed_at:.1f} s after the kill)")
+    before = all_counters(cluster)
+    for i in range(4):
+        assert chat(cluster, f"Rejoined, say {i}.").status_code == 200
+    assert delta(before, all_counters(cluster), "finished") == [2, 2]
