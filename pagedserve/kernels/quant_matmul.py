@@ -10,9 +10,15 @@ the weights' own quantization error; 8-bit activations were tried and failed the
 
 Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = output rows
 64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
-    q4: codes [NT, NG, 1024] uint8        nibble-packed quads of inputs (G = 32; nibble_dot.py)
-    q8: codes [NT, NG, G/2, 128] int8     one signed code per byte, pairs of inputs (G = 16, 32)
-    scale, minv [NT, NG, 64]              w = scale * code + minv; float32, or uint16 half bits
+    nibbles: codes [NT, NG, B] uint8      nibble-packed quads of inputs (nibble_dot.py), B = 1024
+                                          (4-bit codes, G = 32), 1280 (5-bit: + a high-bit plane,
+                                          G = 32) or 768 (6-bit: + 2 planes, G = 16; high_bits.py)
+    int8:    codes [NT, NG, G/2, 128] int8  one signed code per byte, pairs of inputs (G = 16, 32)
+    scale, minv                           w = scale * code + min per group, stored in one of the
+                                          modes of `kernels/group_scales.py`: [NT, NG, 64] scale and
+                                          min (float32 or half bits); [NT, NG, 64] half scale and a
+                                          factor minv [1] (min = factor * scale); or K-quant records
+                                          [NT, K/256, bytes] uint8 (minv unused)
 (see the kernels' files for the byte order). A row's result depends only on that row: integer sums are
 exact and the float finish is the same sequence for every row (batch invariance; tested).
 """
@@ -26,7 +32,7 @@ import numpy as np
 from pagedserve.kernels.fast_exp import f32_from_bits
 from pagedserve.kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
 from pagedserve.kernels.jit import jit, parallel_jit
-from pagedserve.kernels.nibble_dot import nibble_tile_pass
+from pagedserve.kernels.nibble_dot import group_bytes, nibble_tile_pass
 from pagedserve.kernels.stack_array import stack_f32
 
 ACT_BLOCK = 32  # activation inputs per int16 scale
@@ -91,6 +97,18 @@ def _group_sums(row, group_size, sums):
         g += 1
 
 
+def tile_of(values, t):
+    """A weight's per-tile array of tile t: values[t], or values itself when 1-D (a factor)."""
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(tile_of, jit_options={"cache": True, "nogil": True})
+def _tile_of_overload(values, t):
+    if values.ndim == 1:
+        return lambda values, t: values
+    return lambda values, t: values[t]
+
+
 @jit
 def _rows_pass(codes_t, scale_t, minv_t, xq, dx, xsum, m0, buf, group_size, rows, part):
     # `rows` and `part` must be literals: one compiled pass per (row count, part).
@@ -108,8 +126,8 @@ def _tile(codes, scale, minv, xq, dx, xsum, out, t, m_start, m_end, group_size):
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
     cs = codes[t]
-    ss = scale[t]
-    ms = minv[t]
+    ss = tile_of(scale, t)
+    ms = tile_of(minv, t)
     m0 = m_start
     while m0 < M:
         rows = min(MAX_ROWS, M - m0)
@@ -149,38 +167,40 @@ def split_activation_bytes(xq, xl, xh):
 
 
 @jit
-def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, m0, buf, rows, part):
-    # `rows` and `part` must be literals: one compiled pass per (row count, part).
+def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, rows, part):
+    # group_size, high_bits, rows and part must be literals: one compiled pass per combination.
     nibble_tile_pass(codes_t.ctypes.data, scale_t, minv_t, xl[m0].ctypes.data, xh[m0].ctypes.data,
-                     dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
-                     xl.shape[1], xsum.shape[1], dx.shape[1], TILE, rows, part)
+                     dx[m0].ctypes.data, xsum[m0].ctypes.data, xqsum.ctypes.data + 4 * m0 * xsum.shape[1],
+                     buf.ctypes.data, codes_t.shape[0], xl.shape[1], xsum.shape[1], dx.shape[1], TILE,
+                     group_size, high_bits, rows, part)
 
 
 @jit
-def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t, m_start, m_end):
-    """Output columns of tile t for rows m_start .. m_end-1 (4-bit codes): passes of up to 4 rows
-    over each half of the tile while 3 or more rows are left, then one pass of 1 or 2 rows over
-    the whole tile."""
+def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, t, m_start, m_end, group_size, high_bits):
+    """Output columns of tile t for rows m_start .. m_end-1 (codes in nibbles): passes of up to 4
+    rows over each half of the tile while 3 or more rows are left, then one pass of 1 or 2 rows
+    over the whole tile."""
     buf = numba.carray(stack_f32(256), (4, TILE))  # results before the column clip
     M = m_end
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
     cs = codes[t]
-    ss = scale[t]
-    ms = minv[t]
+    ss = tile_of(scale, t)
+    ms = tile_of(minv, t)
+    g, hb = group_size, high_bits
     m0 = m_start
     while m0 < M:
         rows = min(4, M - m0)
         if rows == 4:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 1)
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 2)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 4, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 4, 2)
         elif rows == 3:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 1)
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 2)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 3, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 3, 2)
         elif rows == 2:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 2, 0)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 2, 0)
         else:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 1, 0)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 1, 0)
         _copy_rows(buf, rows, n, out, m0, n0)
         m0 += rows
 
@@ -207,20 +227,77 @@ def row_chunk(num_rows):
     return 16
 
 
+@jit
+def activation_sums(xq, group_size, xqsum):
+    """xqsum [M, K/G] int32: the exact sum of the int16 activations of each group."""
+    for m in range(xq.shape[0]):
+        for j in range(xqsum.shape[1]):
+            s = np.int32(0)
+            for k in range(j * group_size, (j + 1) * group_size):
+                s += np.int32(xq[m, k])
+            xqsum[m, j] = s
+
+
 @parallel_jit
-def matmul_q4(x, codes, scale, minv, out):
-    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8 (nibble-packed, G = 32)."""
-    assert codes.shape[2] == 16 * TILE, "q4 codes must be [NT, NG, 1024]"
-    xq, dx, xsum = _activations(x, 32)
+def _matmul_nibbles(x, codes, scale, minv, out, group_size, high_bits):
+    # group_size and high_bits must be literals (see matmul_q4)
+    xq, dx, xsum = _activations(x, group_size)
     xl = np.empty(xq.shape, np.uint8)
     xh = np.empty(xq.shape, np.int8)
     split_activation_bytes(xq, xl, xh)
     M = x.shape[0]
+    xqsum = np.empty((M, xsum.shape[1] if high_bits == 2 else 0), np.int32)
+    if high_bits == 2:
+        activation_sums(xq, group_size, xqsum)
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles
         m0 = (item % n_chunks) * rc
-        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M))
+        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, item // n_chunks, m0, min(m0 + rc, M),
+                     group_size, high_bits)
+
+
+@jit
+def matmul_q4(x, codes, scale, minv, out):
+    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8: 4-bit codes in nibbles, G = 32."""
+    _matmul_nibbles(x, codes, scale, minv, out, 32, 0)
+
+
+@jit
+def matmul_q5(x, codes, scale, minv, out):
+    """Like matmul_q4 for 5-bit codes: codes [NT, NG, 1280] (nibbles + a high-bit plane, G = 32)."""
+    _matmul_nibbles(x, codes, scale, minv, out, 32, 1)
+
+
+@jit
+def matmul_q6(x, codes, scale, minv, out):
+    """Like matmul_q4 for Q6_K's 6-bit codes: codes [NT, NG, 768] (nibbles + 2 planes, G = 16)."""
+    _matmul_nibbles(x, codes, scale, minv, out, 16, 2)
+
+
+def _nibble_layouts(x, codes, scale, minv, out):
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(_nibble_layouts, jit_options={"cache": True, "nogil": True})
+def _nibble_layouts_overload(x, codes, scale, minv, out):
+    # The group's byte count picks the layout at run time. Only K-quant records (uint8 scales)
+    # come with 6-bit codes, so other scale modes do not compile that layout.
+    with_six_bits = scale.dtype == numba.types.uint8
+    four_bits, five_bits, six_bits = group_bytes(32, 0), group_bytes(32, 1), group_bytes(16, 2)
+
+    def impl(x, codes, scale, minv, out):
+        b = codes.shape[2]
+        if b == four_bits:
+            matmul_q4(x, codes, scale, minv, out)
+        elif b == five_bits:
+            matmul_q5(x, codes, scale, minv, out)
+        elif with_six_bits and b == six_bits:
+            matmul_q6(x, codes, scale, minv, out)
+        else:
+            raise ValueError("nibble codes must be [NT, NG, 1024], [NT, NG, 1280] or (K-quants) [NT, NG, 768]")
+
+    return impl
 
 
 @parallel_jit
@@ -244,12 +321,13 @@ def matmul_q8(x, codes, scale, minv, out):
 
 
 def matmul_codes(x, codes, scale, minv, out):
-    """Compiled-code dispatcher: the codes' rank picks the kernel (3 = q4, 4 = q8)."""
+    """Compiled-code dispatcher: the codes' rank picks the kernel family (3 = nibbles, 4 = int8),
+    the bytes per group the nibble layout."""
     raise NotImplementedError("call from compiled code only")
 
 
 @numba.extending.overload(matmul_codes, jit_options={"cache": True, "nogil": True})
 def _matmul_codes_overload(x, codes, scale, minv, out):
     if codes.ndim == 3:
-        return lambda x, codes, scale, minv, out: matmul_q4(x, codes, scale, minv, out)
+        return lambda x, codes, scale, minv, out: _nibble_layouts(x, codes, scale, minv, out)
     return lambda x, codes, scale, minv, out: matmul_q8(x, codes, scale, minv, out)
