@@ -19,14 +19,16 @@ G/2+4d..G/2+4d+3 (high nibbles); row block c = rows 16c..16c+15:
 so one 64-byte load is 16 rows x 4 inputs: each int32 lane is one output row. 5- and 6-bit codes
 follow with their high-bit planes (`kernels/high_bits.py`, 256 more bytes per group); the codes
 are rebuilt as bytes (0..31, 0..63) before the same dot products (|accL| <= 32 * 63 * 255,
-|256 accH| <= 2^26). Q6_K's codes are stored + 32: the pass subtracts 32 * xqsum, the exact
-integer sum of the group's int16 activations, so isum is the sum with the signed codes.
+|256 accH| <= 2^26). Q6_K's codes are stored + 32: the low sums start at xqsum = -32 times the
+exact integer sum of the group's int16 activations, so isum is the sum with the signed codes.
 Activations: xl [M, K] uint8 and xh [M, K] int8 (`split_activation_bytes`), dx [M, K/32] f32, xsum
-[M, K/G] f32 as for int16_dot, xqsum [M, K/G] int32 (Q6_K only).
+[M, K/G] f32 as for int16_dot, xqsum [M, K/G] int32 (Q6_K only, see above).
 
 Passes: part 0 = the whole tile for up to 2 rows (1 row: separate accumulators for low and high
 nibbles, so 16 independent chains hide vpdpbusd's latency); part 1 / 2 = rows 0-31 / 32-63 for up
-to 4 rows. Without AVX-512 VNNI the same IR uses widening multiplies (identical sums; tested).
+to 4 rows; part 3 + c = rows 16c..16c+15 for up to 8 rows (each code vector, rebuilt from high-bit
+planes or not, then serves 8 activation rows). Without AVX-512 VNNI the same IR uses widening
+multiplies (identical sums; tested).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from pagedserve.kernels.llvm_ir import F32, I8, I32, declare, i64, pointer_at, s
 
 MAX_FULL_ROWS = 2  # activation rows per pass over a whole tile
 MAX_HALF_ROWS = 4  # activation rows per pass over half a tile
+MAX_QUARTER_ROWS = 8  # activation rows per pass over a quarter tile
 
 _V64I8 = ir.VectorType(I8, 64)
 _V16I32 = ir.VectorType(I32, 16)
@@ -72,13 +75,14 @@ def _splat_bytes(builder, row_ptr, offset):
 def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_addr, xsum_addr, xqsum_addr,
                      out_addr, num_groups, x_stride, xs_stride, dx_stride, out_stride, group_size, high_bits,
                      rows, part):
-    """One tile (part 0) or half tile (part 1 / 2) of 64 output rows against `rows` activation rows.
+    """One tile (part 0), half tile (part 1 / 2) or quarter tile (part 3 + c) of 64 output rows
+    against `rows` activation rows.
 
     Addresses (int64): codes[t, 0] (num_groups * group_bytes(group_size, high_bits) bytes), xl[m0, 0]
     / xh[m0, 0] (bytes, row stride x_stride), dx[m0, 0] / xsum[m0, 0] (float32, row strides
-    dx_stride / xs_stride), xqsum[m0, 0] (int32, row stride xs_stride; read for high_bits = 2
-    only), out[m0, 0] (float32, row stride out_stride; part 0 writes 64 columns, part 1 / 2
-    columns 0-31 / 32-63). scale, minv: the tile's scales in a mode of `kernels/group_scales.py`.
+    dx_stride / xs_stride), xqsum[m0, 0] (int32, -32 x the group's activation sum, row stride
+    xs_stride; read for high_bits = 2 only), out[m0, 0] (float32, row stride out_stride; part 0 writes 64 columns, part 1 / 2
+    columns 0-31 / 32-63, part 3 + c columns 16c..16c+15). scale, minv: the tile's scales in a mode of `kernels/group_scales.py`.
     group_size (32, or 16 with high_bits 2), high_bits (0, 1 or 2), rows and part must be literals.
     """
     for lit in (group_size, high_bits, rows, part):
@@ -88,11 +92,17 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
     n_high = high_bits.literal_value
     n_rows = rows.literal_value
     tile_part = part.literal_value
-    cs = (0, 1, 2, 3) if tile_part == 0 else (2 * tile_part - 2, 2 * tile_part - 1)
-    assert 1 <= n_rows <= (MAX_FULL_ROWS if tile_part == 0 else MAX_HALF_ROWS)
+    if tile_part == 0:
+        cs, max_rows = (0, 1, 2, 3), MAX_FULL_ROWS
+    elif tile_part <= 2:
+        cs, max_rows = (2 * tile_part - 2, 2 * tile_part - 1), MAX_HALF_ROWS
+    else:
+        cs, max_rows = (tile_part - 3,), MAX_QUARTER_ROWS
+    assert 1 <= n_rows <= max_rows and tile_part <= 6
     assert (g_size, n_high) in ((32, 0), (32, 1), (16, 2))
     n_quads = g_size // 8
-    split_nibbles = n_rows == 1 and tile_part == 0  # more independent accumulator chains
+    # 1 row, groups of 32: more independent accumulator chains (with 16 inputs they are short)
+    split_nibbles = n_rows == 1 and tile_part == 0 and g_size == 32
 
     def codegen(context, builder, signature, args):
         (codes_a, scale_arr, minv_arr, xl_a, xh_a, dx_a, xsum_a, xqsum_a, out_a, ngroups, x_stride_v,
@@ -111,7 +121,12 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
         n_sets = 2 if split_nibbles else 1  # accumulator sets: (low, high nibbles) or one
         with cgutils.for_range(builder, ngroups) as loop:
             g = loop.index
-            acc_l = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
+            start = [zero] * n_rows
+            if n_high == 2:  # Q6_K: codes stored + 32; the low sums start at -32 * (sum of the int16 inputs)
+                for m in range(n_rows):
+                    offset = builder.gep(xqsum_p, [builder.add(builder.mul(i64(m), xs_stride_v), g)])
+                    start[m] = splat(builder, builder.load(offset), _V16I32)
+            acc_l = [[{c: start[m] if s == 0 else zero for c in cs} for s in range(n_sets)] for m in range(n_rows)]
             acc_h = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
             group_codes = builder.gep(codes_p, [builder.mul(g, i64(group_bytes(g_size, n_high)))])
             highs = {c: builder.load(pointer_at(builder, group_codes, i64(32 * g_size + 64 * c), _V64I8), align=1)
@@ -145,15 +160,10 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
                                      g if g_size == 32 else builder.udiv(g, i64(2)))
                 dxm = splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
                 xsm = splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
-                if n_high == 2:  # Q6_K: codes stored + 32
-                    offset = builder.shl(builder.load(builder.gep(xqsum_p, [stat])), ir.Constant(I32, 5))
-                    offset = splat(builder, offset, _V16I32)
                 for c in cs:
                     isum = zero
                     for s in range(n_sets):
                         isum = builder.add(isum, builder.add(builder.shl(acc_h[m][s][c], eight), acc_l[m][s][c]))
-                    if n_high == 2:
-                        isum = builder.sub(isum, offset)
                     finish_group(builder, isum, acc_slots[m][c], *group_scales[c], dxm, xsm)
         store_accumulators(builder, acc_slots, out_p, out_stride_v)
         return context.get_dummy_value()

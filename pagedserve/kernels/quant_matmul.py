@@ -175,12 +175,37 @@ def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, gro
                      group_size, high_bits, rows, part)
 
 
+def _quarter_passes(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits):
+    """8 rows from m0 over the 4 quarters of a tile when the codes have high-bit planes (returns
+    True: each rebuilt code vector serves 8 rows); 4-bit codes keep passes of up to 4 rows (False,
+    and nothing is compiled)."""
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(_quarter_passes, jit_options={"cache": True, "nogil": True})
+def _quarter_passes_overload(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits):
+    if not isinstance(high_bits, numba.types.IntegerLiteral):
+        raise numba.core.errors.RequireLiteralValue(high_bits)
+    if high_bits.literal_value == 0:
+        return lambda codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits: False
+
+    def impl(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits):
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 3)
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 4)
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 5)
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 6)
+        return True
+
+    return impl
+
+
 @jit
 def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, t, m_start, m_end, group_size, high_bits):
-    """Output columns of tile t for rows m_start .. m_end-1 (codes in nibbles): passes of up to 4
-    rows over each half of the tile while 3 or more rows are left, then one pass of 1 or 2 rows
-    over the whole tile."""
-    buf = numba.carray(stack_f32(256), (4, TILE))  # results before the column clip
+    """Output columns of tile t for rows m_start .. m_end-1 (codes in nibbles): for 5- and 6-bit
+    codes, passes of 8 rows over each quarter of the tile while 8 or more rows are left (a rebuilt
+    code vector then serves 8 rows); then passes of up to 4 rows over each half of the tile while
+    3 or more rows are left; then one pass of 1 or 2 rows over the whole tile."""
+    buf = numba.carray(stack_f32(512), (8, TILE))  # results before the column clip
     M = m_end
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
@@ -191,7 +216,9 @@ def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, t, m_start, m
     m0 = m_start
     while m0 < M:
         rows = min(4, M - m0)
-        if rows == 4:
+        if M - m0 >= 8 and _quarter_passes(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb):
+            rows = 8
+        elif rows == 4:
             _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 4, 1)
             _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 4, 2)
         elif rows == 3:
@@ -228,14 +255,15 @@ def row_chunk(num_rows):
 
 
 @jit
-def activation_sums(xq, group_size, xqsum):
-    """xqsum [M, K/G] int32: the exact sum of the int16 activations of each group."""
+def code_offset_sums(xq, group_size, offset, sums):
+    """sums [M, K/G] int32 = offset * the exact sum of the int16 activations of each group (the
+    share of codes stored + offset; |offset| * 32767 * G fits in int32)."""
     for m in range(xq.shape[0]):
-        for j in range(xqsum.shape[1]):
+        for j in range(sums.shape[1]):
             s = np.int32(0)
             for k in range(j * group_size, (j + 1) * group_size):
                 s += np.int32(xq[m, k])
-            xqsum[m, j] = s
+            sums[m, j] = s * np.int32(offset)
 
 
 @parallel_jit
@@ -247,8 +275,8 @@ def _matmul_nibbles(x, codes, scale, minv, out, group_size, high_bits):
     split_activation_bytes(xq, xl, xh)
     M = x.shape[0]
     xqsum = np.empty((M, xsum.shape[1] if high_bits == 2 else 0), np.int32)
-    if high_bits == 2:
-        activation_sums(xq, group_size, xqsum)
+    if high_bits == 2:  # Q6_K: codes stored + 32
+        code_offset_sums(xq, group_size, -32, xqsum)
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles

@@ -105,7 +105,7 @@ def test_portable_integer_path_gives_identical_results(tmp_path):
     env = dict(os.environ, PAGEDSERVE_PORTABLE_INT="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     result = tmp_path / "portable.npy"
     subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT, str(result)], env=env, check=True,
-                   cwd=Path(__file__).resolve().parents[2], timeout=600)
+                   cwd=Path(__file__).resolve().parents[2], timeout=1800)
     np.testing.assert_array_equal(np.load(result), matmul_layouts_case())
 
 
