@@ -104,10 +104,11 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
     out[m, 0:32] / out[m, 32:64]. Every output value gets the same operations whatever the part.
 
     scale and minv: the tile's scales in one of the modes of `kernels/group_scales.py` (e.g.
-    [num_groups, 64] float32 or uint16 half bits, both the same). Addresses (int64) point at: codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride elements),
-    dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32 per group,
-    row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns written).
-    group_size (16 or 32), rows and part must be compile-time constants.
+    [num_groups, 64] float32 or uint16 half bits, both the same). Addresses (int64) point at:
+    codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride
+    elements), dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32
+    per group, row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns
+    written). group_size (16 or 32), rows and part must be compile-time constants.
     """
     for lit in (group_size, rows, part):
         if not isinstance(lit, types.IntegerLiteral):

@@ -78,12 +78,13 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
     """One tile (part 0), half tile (part 1 / 2) or quarter tile (part 3 + c) of 64 output rows
     against `rows` activation rows.
 
-    Addresses (int64): codes[t, 0] (num_groups * group_bytes(group_size, high_bits) bytes), xl[m0, 0]
-    / xh[m0, 0] (bytes, row stride x_stride), dx[m0, 0] / xsum[m0, 0] (float32, row strides
-    dx_stride / xs_stride), xqsum[m0, 0] (int32, -32 x the group's activation sum, row stride
-    xs_stride; read for high_bits = 2 only), out[m0, 0] (float32, row stride out_stride; part 0 writes 64 columns, part 1 / 2
-    columns 0-31 / 32-63, part 3 + c columns 16c..16c+15). scale, minv: the tile's scales in a mode of `kernels/group_scales.py`.
-    group_size (32, or 16 with high_bits 2), high_bits (0, 1 or 2), rows and part must be literals.
+    Addresses (int64): codes[t, 0] (num_groups * group_bytes(group_size, high_bits) bytes),
+    xl[m0, 0] / xh[m0, 0] (bytes, row stride x_stride), dx[m0, 0] / xsum[m0, 0] (float32, row
+    strides dx_stride / xs_stride), xqsum[m0, 0] (int32, -32 x the group's activation sum, row
+    stride xs_stride; read for high_bits = 2 only), out[m0, 0] (float32, row stride out_stride;
+    part 0 writes 64 columns, part 1 / 2 columns 0-31 / 32-63, part 3 + c columns 16c..16c+15).
+    scale, minv: the tile's scales in a mode of `kernels/group_scales.py`. group_size (32, or 16
+    with high_bits 2), high_bits (0, 1 or 2), rows and part must be literals.
     """
     for lit in (group_size, high_bits, rows, part):
         if not isinstance(lit, types.IntegerLiteral):
@@ -108,7 +109,8 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
         (codes_a, scale_arr, minv_arr, xl_a, xh_a, dx_a, xsum_a, xqsum_a, out_a, ngroups, x_stride_v,
          xs_stride_v, dx_stride_v, out_stride_v) = args[:14]
         codes_p = builder.inttoptr(codes_a, I8.as_pointer())
-        scales = GroupScales(context, builder, signature.args[1], signature.args[2], scale_arr, minv_arr, g_size)
+        scales = GroupScales(context, builder, signature.args[1], signature.args[2], scale_arr, minv_arr,
+                             g_size)
         xl_p = builder.inttoptr(xl_a, I8.as_pointer())
         xh_p = builder.inttoptr(xh_a, I8.as_pointer())
         dx_p = builder.inttoptr(dx_a, F32.as_pointer())
@@ -122,15 +124,16 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
         with cgutils.for_range(builder, ngroups) as loop:
             g = loop.index
             start = [zero] * n_rows
-            if n_high == 2:  # Q6_K: codes stored + 32; the low sums start at -32 * (sum of the int16 inputs)
+            if n_high == 2:  # Q6_K: codes stored + 32; low sums start at -32 * (sum of the inputs)
                 for m in range(n_rows):
                     offset = builder.gep(xqsum_p, [builder.add(builder.mul(i64(m), xs_stride_v), g)])
                     start[m] = splat(builder, builder.load(offset), _V16I32)
-            acc_l = [[{c: start[m] if s == 0 else zero for c in cs} for s in range(n_sets)] for m in range(n_rows)]
+            acc_l = [[{c: start[m] if s == 0 else zero for c in cs} for s in range(n_sets)]
+                     for m in range(n_rows)]
             acc_h = [[{c: zero for c in cs} for _ in range(n_sets)] for _ in range(n_rows)]
             group_codes = builder.gep(codes_p, [builder.mul(g, i64(group_bytes(g_size, n_high)))])
-            highs = {c: builder.load(pointer_at(builder, group_codes, i64(32 * g_size + 64 * c), _V64I8), align=1)
-                     for c in cs} if n_high else {}
+            highs = {c: builder.load(pointer_at(builder, group_codes, i64(32 * g_size + 64 * c), _V64I8),
+                                     align=1) for c in cs} if n_high else {}
             x_off = builder.mul(g, i64(g_size))
             xl_rows = [builder.gep(xl_p, [builder.add(builder.mul(i64(m), x_stride_v), x_off)])
                        for m in range(n_rows)]

@@ -1,12 +1,13 @@
 """Quantized matrix multiply: out[M, N] = x[M, K] @ W[N, K]^T with int16 activations.
 
-Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
-the kernels then sum weight code * activation code exactly in int32 per weight group and finish
-each group in float32 with the weight's scale and minimum: `kernels/nibble_dot.py` for 4-bit codes
-(the activations split into bytes, `vpdpbusd` on the nibbles), `kernels/int16_dot.py` for 8-bit
-codes (`vpdpwssd`). The rounding adds at most 2^-16 of each block's largest
-magnitude per input (tests/kernels/test_quant_matmul.py bounds the output error by it), far below
-the weights' own quantization error; 8-bit activations were tried and failed the fidelity bar.
+Each activation row is rounded to int16 per 32 inputs (`kernels/activation_codes.py`); the
+kernels then sum weight code * activation code exactly in int32 per weight group and finish each
+group in float32 with the weight's scale and minimum: `kernels/nibble_dot.py` for codes in nibbles
+(4-bit codes, and 5-/6-bit codes rebuilt from nibbles and high-bit planes; the activations split
+into bytes, `vpdpbusd`), `kernels/int16_dot.py` for 8-bit codes (`vpdpwssd`). The rounding adds at
+most 2^-16 of each block's largest magnitude per input (tests/kernels/test_quant_matmul.py bounds
+the output error by it), far below the weights' own quantization error; 8-bit activations were
+tried and failed the fidelity bar.
 
 Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = output rows
 64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
@@ -19,8 +20,8 @@ Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = o
                                           min (float32 or half bits); [NT, NG, 64] half scale and a
                                           factor minv [1] (min = factor * scale); or K-quant records
                                           [NT, K/256, bytes] uint8 (minv unused)
-(see the kernels' files for the byte order). A row's result depends only on that row: integer sums are
-exact and the float finish is the same sequence for every row (batch invariance; tested).
+(see the kernels' files for the byte order). A row's result depends only on that row: integer
+sums are exact and the float finish is the same sequence for every row (batch invariance; tested).
 """
 
 from __future__ import annotations
@@ -29,73 +30,11 @@ import numba
 import numba.extending
 import numpy as np
 
-from pagedserve.kernels.fast_exp import f32_from_bits
+from pagedserve.kernels.activation_codes import activation_codes, code_offset_sums, split_activation_bytes
 from pagedserve.kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
 from pagedserve.kernels.jit import jit, parallel_jit
 from pagedserve.kernels.nibble_dot import group_bytes, nibble_tile_pass
 from pagedserve.kernels.stack_array import stack_f32
-
-ACT_BLOCK = 32  # activation inputs per int16 scale
-
-
-@jit
-def quantize_activations(x, group_size, xq, dx, xsum):
-    """x [M, K] f32 -> xq [M, K] int16 and dx [M, K/32] f32 (xq * dx ~ x, |xq| <= 32767), and
-    xsum [M, K/G] f32: the float sum of x over each group of group_size inputs (ascending).
-    An all-zero block gets scale 0 and codes 0."""
-    M, K = x.shape
-    for m in range(M):
-        row = np.ascontiguousarray(x[m])  # no copy for the C-contiguous inputs of the model
-        _quantize_row(row, row.view(np.int32), xq[m], dx[m])
-        _group_sums(row, group_size, xsum[m])
-
-
-@jit
-def _quantize_row(row, bits, codes, scales):
-    # Loops of a constant 32 over 1-D rows: LLVM unrolls and vectorises them (slices per block or
-    # 2-D indexing ran 3-5x slower). max |x| is taken as the largest sign-cleared bit pattern: for
-    # floats that are not NaN the integer order of the bits is the order of the magnitudes, and an
-    # integer max vectorises (a float max does not without fastmath); a NaN makes its block NaN.
-    for b in range(row.shape[0] // ACT_BLOCK):
-        k0 = b * ACT_BLOCK
-        top = np.int32(0)
-        for k in range(ACT_BLOCK):
-            top = max(top, bits[k0 + k] & np.int32(0x7FFFFFFF))
-        d = f32_from_bits(top) / np.float32(32767.0)
-        scales[b] = d
-        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
-        for k in range(ACT_BLOCK):
-            v = np.rint(row[k0 + k] * inv)
-            # x * (32767 / amax) can round to 32767.002: the clip keeps |xq| <= 32767
-            codes[k0 + k] = np.int16(min(max(v, np.float32(-32767.0)), np.float32(32767.0)))
-
-
-@jit
-def _group_sums(row, group_size, sums):
-    # Each group summed in ascending order, four groups at a time: one chain of dependent adds per
-    # group, but four chains in flight (one chain at a time bounded the whole quantization).
-    n_groups = row.shape[0] // group_size
-    g = 0
-    while g + 4 <= n_groups:
-        k0 = g * group_size
-        s0 = s1 = s2 = s3 = np.float32(0.0)
-        for k in range(group_size):
-            s0 += row[k0 + k]
-            s1 += row[k0 + group_size + k]
-            s2 += row[k0 + 2 * group_size + k]
-            s3 += row[k0 + 3 * group_size + k]
-        sums[g] = s0
-        sums[g + 1] = s1
-        sums[g + 2] = s2
-        sums[g + 3] = s3
-        g += 4
-    while g < n_groups:
-        s = np.float32(0.0)
-        for k in range(g * group_size, (g + 1) * group_size):
-            s += row[k]
-        sums[g] = s
-        g += 1
-
 
 def tile_of(values, t):
     """A weight's per-tile array of tile t: values[t], or values itself when 1-D (a factor)."""
@@ -153,17 +92,6 @@ def _copy_rows(buf, rows, n, out, m0, n0):
     for mi in range(rows):
         for r in range(n):
             out[m0 + mi, n0 + r] = buf[mi, r]
-
-
-@jit
-def split_activation_bytes(xq, xl, xh):
-    """xq [M, K] int16 -> its low bytes xl [M, K] uint8 and high bytes xh [M, K] int8 (signed),
-    so that xq = 256 * xh + xl (the operands of kernels/nibble_dot.py)."""
-    for m in range(xq.shape[0]):
-        for k in range(xq.shape[1]):
-            v = np.int32(xq[m, k])
-            xl[m, k] = np.uint8(v & 255)
-            xh[m, k] = np.int8(v >> 8)
 
 
 @jit
@@ -233,16 +161,6 @@ def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, t, m_start, m
 
 
 @jit
-def _activations(x, group_size):
-    M, K = x.shape
-    xq = np.empty((M, K), np.int16)
-    dx = np.empty((M, K // ACT_BLOCK), np.float32)
-    xsum = np.empty((M, K // group_size), np.float32)
-    quantize_activations(x, group_size, xq, dx, xsum)
-    return xq, dx, xsum
-
-
-@jit
 def row_chunk(num_rows):
     """Rows per work item: a work item is (tile, chunk of rows). Small matrices have 9 or 15 tiles,
     which two threads cannot split evenly; chunks of rows even them out from 9 rows on (each
@@ -254,22 +172,10 @@ def row_chunk(num_rows):
     return 16
 
 
-@jit
-def code_offset_sums(xq, group_size, offset, sums):
-    """sums [M, K/G] int32 = offset * the exact sum of the int16 activations of each group (the
-    share of codes stored + offset; |offset| * 32767 * G fits in int32)."""
-    for m in range(xq.shape[0]):
-        for j in range(sums.shape[1]):
-            s = np.int32(0)
-            for k in range(j * group_size, (j + 1) * group_size):
-                s += np.int32(xq[m, k])
-            sums[m, j] = s * np.int32(offset)
-
-
 @parallel_jit
 def _matmul_nibbles(x, codes, scale, minv, out, group_size, high_bits):
     # group_size and high_bits must be literals (see matmul_q4)
-    xq, dx, xsum = _activations(x, group_size)
+    xq, dx, xsum = activation_codes(x, group_size)
     xl = np.empty(xq.shape, np.uint8)
     xh = np.empty(xq.shape, np.int8)
     split_activation_bytes(xq, xl, xh)
@@ -336,13 +242,13 @@ def matmul_q8(x, codes, scale, minv, out):
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     if codes.shape[2] == 16:
-        xq, dx, xsum = _activations(x, 32)
+        xq, dx, xsum = activation_codes(x, 32)
         for item in numba.prange(codes.shape[0] * n_chunks):
             m0 = (item % n_chunks) * rc
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 32)
     else:
         assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
-        xq, dx, xsum = _activations(x, 16)
+        xq, dx, xsum = activation_codes(x, 16)
         for item in numba.prange(codes.shape[0] * n_chunks):
             m0 = (item % n_chunks) * rc
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 16)

@@ -76,10 +76,12 @@ def nibble_codes(codes: np.ndarray, group_size: int, high_bits: int, num_tiles: 
     q = _tile_rows(codes.reshape(n, ng, group_size), num_tiles)  # [NT, TILE, NG, G]
     q = q.reshape(num_tiles, 4, 16, ng, 2, nq, 4)  # [t, c, r, g, half, d, b]
     low = q & 15
-    packed = (low[:, :, :, :, 0] | (low[:, :, :, :, 1] << 4)).transpose(0, 3, 4, 1, 2, 5)  # [t, g, d, c, r, b]
+    packed = low[:, :, :, :, 0] | (low[:, :, :, :, 1] << 4)  # [t, c, r, g, d, b]
+    packed = packed.transpose(0, 3, 4, 1, 2, 5)  # [t, g, d, c, r, b]
     parts = [packed.reshape(num_tiles, ng, 32 * group_size)]
     if high_bits:
-        high = (q >> 4).transpose(0, 3, 1, 2, 6, 5, 4).reshape(num_tiles, ng, 4, 16, 4, 2 * nq)  # field i = 2d + half
+        high = (q >> 4).transpose(0, 3, 1, 2, 6, 5, 4)  # [t, g, c, r, b, d, half]: field i = 2d + half
+        high = high.reshape(num_tiles, ng, 4, 16, 4, 2 * nq)
         byte = np.zeros(high.shape[:-1], np.uint8)
         for i in range(2 * nq):
             byte |= high[..., i] << np.uint8(high_bits * i)

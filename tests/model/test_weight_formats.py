@@ -85,7 +85,8 @@ def _layout_scales(w: LinearWeight, g: int) -> tuple[np.ndarray, np.ndarray]:
         if g == 16:
             sc = rec[..., 128:].view(np.int8).reshape(nt, nsb, groups, 64)
             scale = sc.astype(np.float32) * d
-            return rows_first(scale.reshape(nt, nsb * groups, 64)), np.zeros((nt * 64, nsb * groups), np.float32)
+            scale = rows_first(scale.reshape(nt, nsb * groups, 64))
+            return scale, np.zeros_like(scale)
         dmin = half(np.ascontiguousarray(rec[..., 128:256]).view(np.uint16))[:, :, None, :]
         sc = rec[..., 256:256 + 64 * groups].reshape(nt, nsb, groups, 64).astype(np.float32)
         m = rec[..., 256 + 64 * groups:].reshape(nt, nsb, groups, 64).astype(np.float32)
