@@ -12,11 +12,10 @@ import numba
 import numba.extending
 import numpy as np
 
+from pagedserve.kernels.group_scales import SUPER_BLOCK
 from pagedserve.kernels.half_float import as_f32, half_to_f32
 from pagedserve.kernels.int16_dot import TILE as _TILE
 from pagedserve.kernels.jit import jit, parallel_jit
-
-_SUPER_BLOCK = 256
 
 
 @jit
@@ -34,7 +33,7 @@ def group_scale_min(scale, minv, t, g, r, group_size):
 def _group_scale_min_overload(scale, minv, t, g, r, group_size):
     if scale.dtype == numba.types.uint8:  # K-quant records
         def super_mode(scale, minv, t, g, r, group_size):
-            per_super = _SUPER_BLOCK // group_size
+            per_super = SUPER_BLOCK // group_size
             rec = scale[t, g // per_super]
             j = g % per_super
             d = _half_at(rec, 2 * r)

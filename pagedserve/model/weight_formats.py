@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pagedserve.kernels.group_scales import AFFINE, FACTOR, SUPER, SUPER_BLOCK
 from pagedserve.model.gguf_file import ModelLoadError
 
 FLOAT_FORMATS = ("F32", "F16", "BF16")
@@ -36,12 +37,12 @@ BLOCK = {
     "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
     "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
 }
-SUPER_BLOCK = 256  # weights per K-quant super-block
 
-# Scale modes: how a group's float scale and min follow from the stored fields.
-AFFINE = "affine"  # scale = d, min = m: one half each per group (Q4_1, Q5_1)
-FACTOR = "factor"  # scale = d per group, min = min_factor * d (Q4_0, Q5_0, Q8_0)
-SUPER = "super"  # K-quants: scale = sc * d, min = -(m * dmin); d, dmin per super-block
+# Scale modes (the kernels' storage modes, kernels/group_scales.py): how a group's float scale and
+# min follow from the stored fields.
+#   AFFINE: scale = d, min = m: one half each per group (Q4_1, Q5_1)
+#   FACTOR: scale = d per group, min = min_factor * d (Q4_0, Q5_0, Q8_0)
+#   SUPER:  K-quants: scale = sc * d, min = -(m * dmin); d, dmin per super-block of SUPER_BLOCK weights
 
 
 @dataclass(frozen=True)
