@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from pagedserve.kernels.group_scales import GroupScales
 from pagedserve.kernels.high_bits import nibbles, with_high_bits
-from pagedserve.kernels.int16_dot import HAS_VNNI, TILE, finish_group, store_accumulators
+from pagedserve.kernels.int16_dot import HAS_VNNI, finish_group, store_accumulators
 from pagedserve.kernels.llvm_ir import F32, I8, I32, declare, i64, pointer_at, splat
 
 MAX_FULL_ROWS = 2  # activation rows per pass over a whole tile
