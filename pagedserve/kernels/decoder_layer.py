@@ -28,7 +28,7 @@ from pagedserve.kernels.activations import add_inplace, gelu_tanh_mul, silu_mul,
 from pagedserve.kernels.jit import jit
 from pagedserve.kernels.kv_cache_write import write_kv, write_kv_int8
 from pagedserve.kernels.paged_attention import paged_attention, paged_attention_int8
-from pagedserve.kernels.quant_matmul import matmul_codes, matmul_q4, matmul_q8
+from pagedserve.kernels.quant_matmul import matmul_codes
 from pagedserve.kernels.rms_norm import rms_norm, rms_norm_heads
 from pagedserve.kernels.rope import apply_rope_table, rope_table
 
@@ -39,8 +39,9 @@ SERIAL_TOKENS = 16
 
 class Linear(NamedTuple):
     """One weight matrix in the layout of `model/weight_layout.py` (codes' rank: 2 float32 [N, K],
-    3 q4, 4 q8). A layer's projection is a tuple of parts: one when fused, else (q, k, v) or
-    (gate, up) side by side along the output."""
+    3 codes in nibbles (q4, q5, q6), 4 int8 codes (q8); scale and minv in a storage mode of
+    `kernels/group_scales.py`). A layer's projection is a tuple of parts: one when fused, else
+    (q, k, v) or (gate, up) side by side along the output."""
 
     codes: np.ndarray
     scale: np.ndarray
@@ -124,13 +125,17 @@ def make_scratch(num_tokens, dims):
     )
 
 
+@jit
+def _matmul_quantized(x, codes, scale, minv, out):
+    # the compiled dispatch (code layout, scale mode) for interpreted layers' quantized parts
+    matmul_codes(x, codes, scale, minv, out)
+
+
 def _matmul_part(x, part, out):
     if part.codes.ndim == 2:  # float weights: BLAS
         np.dot(x, part.codes.T, out=out)
-    elif part.codes.ndim == 3:
-        matmul_q4(x, part.codes, part.scale, part.minv, out)
     else:
-        matmul_q8(x, part.codes, part.scale, part.minv, out)
+        _matmul_quantized(x, part.codes, part.scale, part.minv, out)
 
 
 def linear(x, parts, out):

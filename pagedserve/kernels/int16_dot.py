@@ -37,7 +37,8 @@ from numba.core import cgutils
 from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic
 
-from pagedserve.kernels.llvm_ir import F32, I8, I16, I32, declare, half_to_f32, i64, pointer_at, splat
+from pagedserve.kernels.group_scales import GroupScales
+from pagedserve.kernels.llvm_ir import F32, I8, I16, I32, declare, i64, pointer_at, splat
 
 TILE = 64  # output rows per tile: 4 vectors of 16 int32 lanes
 MAX_ROWS = 4  # activation rows per pass over a whole tile (4 x 4 int32 + 4 x 4 float accumulators)
@@ -75,21 +76,11 @@ def _widen(builder, bytes64):
             for half in (_LOW_HALF, _HIGH_HALF)]
 
 
-def _load_scales(builder, base_ptr, offset, half):
-    """16 float32 scales from base_ptr[offset:offset+16], stored as float32 or as half bits."""
-    if not half:
-        return builder.load(pointer_at(builder, base_ptr, offset, _V16F32), align=4)
-    bits = builder.load(pointer_at(builder, base_ptr, offset, ir.VectorType(I16, 16)), align=2)
-    return half_to_f32(builder, bits)
-
-
-def finish_group(builder, isum, acc_slot, scale_p, minv_p, g, c, dxm, xsm, half_scales):
-    """The float finish of group g for output rows 16c..16c+15 of one activation row, the same
-    in every kernel: acc = fma(float(isum), scale * dx, acc); acc = fma(min, xsum, acc)."""
+def finish_group(builder, isum, acc_slot, sc, mn, dxm, xsm):
+    """The float finish of a group for 16 output rows of one activation row, the same in every
+    kernel: acc = fma(float(isum), scale * dx, acc); acc = fma(min, xsum, acc). sc, mn: the
+    group's scale and min vectors (`kernels/group_scales.py`)."""
     fma = declare(builder.module, "llvm.fma.v16f32", _V16F32, [_V16F32] * 3)
-    off = builder.add(builder.mul(g, i64(TILE)), i64(16 * c))
-    sc = _load_scales(builder, scale_p, off, half_scales)
-    mn = _load_scales(builder, minv_p, off, half_scales)
     acc = builder.load(acc_slot)
     acc = builder.call(fma, [builder.sitofp(isum, _V16F32), builder.fmul(sc, dxm), acc])
     builder.store(builder.call(fma, [mn, xsm, acc]), acc_slot)
@@ -112,11 +103,12 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
     tile only (rows <= 8: each weight vector then serves twice the activation rows), written to
     out[m, 0:32] / out[m, 32:64]. Every output value gets the same operations whatever the part.
 
-    scale and minv are the tile's C-contiguous [num_groups, 64] arrays, float32 or uint16 half bits
-    (both the same). Addresses (int64) point at: codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride elements),
-    dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32 per group,
-    row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns written).
-    group_size (16 or 32), rows and part must be compile-time constants.
+    scale and minv: the tile's scales in one of the modes of `kernels/group_scales.py` (e.g.
+    [num_groups, 64] float32 or uint16 half bits, both the same). Addresses (int64) point at:
+    codes[t, 0] (num_groups * group_size * 64 codes), xq[m0, 0] (int16, row stride xq_stride
+    elements), dx[m0, 0] (float32, one per 32 inputs, row stride dx_stride), xsum[m0, 0] (float32
+    per group, row stride xs_stride), out[m0, 0] (float32, row stride out_stride; 64 columns
+    written). group_size (16 or 32), rows and part must be compile-time constants.
     """
     for lit in (group_size, rows, part):
         if not isinstance(lit, types.IntegerLiteral):
@@ -128,15 +120,12 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
     cs = [2 * h + q for h in halves for q in range(2)]  # accumulator vectors: rows 16c .. 16c+15
     assert g_size in (16, 32) and 1 <= n_rows <= (MAX_ROWS if tile_part == 0 else MAX_HALF_ROWS)
     n_pairs = g_size // 2
-    half_scales = scale.dtype == types.uint16
-    assert minv.dtype == scale.dtype
 
     def codegen(context, builder, signature, args):
         (codes_a, scale_arr, minv_arr, xq_a, dx_a, xsum_a, out_a, ngroups, xq_stride_v, xs_stride_v,
          dx_stride_v, out_stride_v) = args[:12]
         codes_p = builder.inttoptr(codes_a, I8.as_pointer())
-        scale_p = context.make_array(signature.args[1])(context, builder, scale_arr).data
-        minv_p = context.make_array(signature.args[2])(context, builder, minv_arr).data
+        scales = GroupScales(context, builder, signature.args[1], signature.args[2], scale_arr, minv_arr, g_size)
         xq_p = builder.inttoptr(xq_a, I16.as_pointer())
         dx_p = builder.inttoptr(dx_a, F32.as_pointer())
         xsum_p = builder.inttoptr(xsum_a, F32.as_pointer())
@@ -160,6 +149,7 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                         for m in range(n_rows):
                             isum[m][c] = _dot_add(builder, isum[m][c], words[q], x_pair[m])
             # float finish of the group
+            group_scales = {c: scales.vectors(builder, g, c) for c in cs}
             for m in range(n_rows):
                 stat = builder.add(builder.mul(i64(m), xs_stride_v), g)
                 dx_idx = builder.add(builder.mul(i64(m), dx_stride_v),
@@ -167,8 +157,7 @@ def tile_pass(typingctx, codes_addr, scale, minv, xq_addr, dx_addr, xsum_addr, o
                 dxm = splat(builder, builder.load(builder.gep(dx_p, [dx_idx])), _V16F32)
                 xsm = splat(builder, builder.load(builder.gep(xsum_p, [stat])), _V16F32)
                 for c in cs:
-                    finish_group(builder, isum[m][c], acc_slots[m][c], scale_p, minv_p, g, c, dxm, xsm,
-                                 half_scales)
+                    finish_group(builder, isum[m][c], acc_slots[m][c], *group_scales[c], dxm, xsm)
         store_accumulators(builder, acc_slots, out_p, out_stride_v)
         return context.get_dummy_value()
 

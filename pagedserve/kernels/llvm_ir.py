@@ -1,5 +1,5 @@
 """Small builders shared by the kernels written directly in LLVM IR (int16_dot.py, nibble_dot.py,
-attention_simd.py, prefetch.py).
+group_scales.py, high_bits.py, attention_simd.py, prefetch.py).
 
 Why: Numba cannot express SIMD vectors or call target intrinsics, so those kernels are Numba
 intrinsics that emit IR through llvmlite. The pieces they all need - scalar types, an i64 constant,

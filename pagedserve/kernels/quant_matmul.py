@@ -1,20 +1,27 @@
 """Quantized matrix multiply: out[M, N] = x[M, K] @ W[N, K]^T with int16 activations.
 
-Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
-the kernels then sum weight code * activation code exactly in int32 per weight group and finish
-each group in float32 with the weight's scale and minimum: `kernels/nibble_dot.py` for 4-bit codes
-(the activations split into bytes, `vpdpbusd` on the nibbles), `kernels/int16_dot.py` for 8-bit
-codes (`vpdpwssd`). The rounding adds at most 2^-16 of each block's largest
-magnitude per input (tests/kernels/test_quant_matmul.py bounds the output error by it), far below
-the weights' own quantization error; 8-bit activations were tried and failed the fidelity bar.
+Each activation row is rounded to int16 per 32 inputs (`kernels/activation_codes.py`); the
+kernels then sum weight code * activation code exactly in int32 per weight group and finish each
+group in float32 with the weight's scale and minimum: `kernels/nibble_dot.py` for codes in nibbles
+(4-bit codes, and 5-/6-bit codes rebuilt from nibbles and high-bit planes; the activations split
+into bytes, `vpdpbusd`), `kernels/int16_dot.py` for 8-bit codes (`vpdpwssd`). The rounding adds at
+most 2^-16 of each block's largest magnitude per input (tests/kernels/test_quant_matmul.py bounds
+the output error by it), far below the weights' own quantization error; 8-bit activations were
+tried and failed the fidelity bar.
 
 Tiled weight layout (built once at load by `model/weight_layout.py`), tile t = output rows
 64t .. 64t+63, group g = inputs G*g .. G*g+G-1:
-    q4: codes [NT, NG, 1024] uint8        nibble-packed quads of inputs (G = 32; nibble_dot.py)
-    q8: codes [NT, NG, G/2, 128] int8     one signed code per byte, pairs of inputs (G = 16, 32)
-    scale, minv [NT, NG, 64]              w = scale * code + minv; float32, or uint16 half bits
-(see the kernels' files for the byte order). A row's result depends only on that row: integer sums are
-exact and the float finish is the same sequence for every row (batch invariance; tested).
+    nibbles: codes [NT, NG, B] uint8      nibble-packed quads of inputs (nibble_dot.py), B = 1024
+                                          (4-bit codes, G = 32), 1280 (5-bit: + a high-bit plane,
+                                          G = 32) or 768 (6-bit: + 2 planes, G = 16; high_bits.py)
+    int8:    codes [NT, NG, G/2, 128] int8  one signed code per byte, pairs of inputs (G = 16, 32)
+    scale, minv                           w = scale * code + min per group, stored in one of the
+                                          modes of `kernels/group_scales.py`: [NT, NG, 64] scale and
+                                          min (float32 or half bits); [NT, NG, 64] half scale and a
+                                          factor minv [1] (min = factor * scale); or K-quant records
+                                          [NT, K/256, bytes] uint8 (minv unused)
+(see the kernels' files for the byte order). A row's result depends only on that row: integer
+sums are exact and the float finish is the same sequence for every row (batch invariance; tested).
 """
 
 from __future__ import annotations
@@ -23,72 +30,22 @@ import numba
 import numba.extending
 import numpy as np
 
-from pagedserve.kernels.fast_exp import f32_from_bits
+from pagedserve.kernels.activation_codes import activation_codes, code_offset_sums, split_activation_bytes
 from pagedserve.kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
 from pagedserve.kernels.jit import jit, parallel_jit
-from pagedserve.kernels.nibble_dot import nibble_tile_pass
+from pagedserve.kernels.nibble_dot import group_bytes, nibble_tile_pass
 from pagedserve.kernels.stack_array import stack_f32
 
-ACT_BLOCK = 32  # activation inputs per int16 scale
+def tile_of(values, t):
+    """A weight's per-tile array of tile t: values[t], or values itself when 1-D (a factor)."""
+    raise NotImplementedError("call from compiled code only")
 
 
-@jit
-def quantize_activations(x, group_size, xq, dx, xsum):
-    """x [M, K] f32 -> xq [M, K] int16 and dx [M, K/32] f32 (xq * dx ~ x, |xq| <= 32767), and
-    xsum [M, K/G] f32: the float sum of x over each group of group_size inputs (ascending).
-    An all-zero block gets scale 0 and codes 0."""
-    M, K = x.shape
-    for m in range(M):
-        row = np.ascontiguousarray(x[m])  # no copy for the C-contiguous inputs of the model
-        _quantize_row(row, row.view(np.int32), xq[m], dx[m])
-        _group_sums(row, group_size, xsum[m])
-
-
-@jit
-def _quantize_row(row, bits, codes, scales):
-    # Loops of a constant 32 over 1-D rows: LLVM unrolls and vectorises them (slices per block or
-    # 2-D indexing ran 3-5x slower). max |x| is taken as the largest sign-cleared bit pattern: for
-    # floats that are not NaN the integer order of the bits is the order of the magnitudes, and an
-    # integer max vectorises (a float max does not without fastmath); a NaN makes its block NaN.
-    for b in range(row.shape[0] // ACT_BLOCK):
-        k0 = b * ACT_BLOCK
-        top = np.int32(0)
-        for k in range(ACT_BLOCK):
-            top = max(top, bits[k0 + k] & np.int32(0x7FFFFFFF))
-        d = f32_from_bits(top) / np.float32(32767.0)
-        scales[b] = d
-        inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
-        for k in range(ACT_BLOCK):
-            v = np.rint(row[k0 + k] * inv)
-            # x * (32767 / amax) can round to 32767.002: the clip keeps |xq| <= 32767
-            codes[k0 + k] = np.int16(min(max(v, np.float32(-32767.0)), np.float32(32767.0)))
-
-
-@jit
-def _group_sums(row, group_size, sums):
-    # Each group summed in ascending order, four groups at a time: one chain of dependent adds per
-    # group, but four chains in flight (one chain at a time bounded the whole quantization).
-    n_groups = row.shape[0] // group_size
-    g = 0
-    while g + 4 <= n_groups:
-        k0 = g * group_size
-        s0 = s1 = s2 = s3 = np.float32(0.0)
-        for k in range(group_size):
-            s0 += row[k0 + k]
-            s1 += row[k0 + group_size + k]
-            s2 += row[k0 + 2 * group_size + k]
-            s3 += row[k0 + 3 * group_size + k]
-        sums[g] = s0
-        sums[g + 1] = s1
-        sums[g + 2] = s2
-        sums[g + 3] = s3
-        g += 4
-    while g < n_groups:
-        s = np.float32(0.0)
-        for k in range(g * group_size, (g + 1) * group_size):
-            s += row[k]
-        sums[g] = s
-        g += 1
+@numba.extending.overload(tile_of, jit_options={"cache": True, "nogil": True})
+def _tile_of_overload(values, t):
+    if values.ndim == 1:
+        return lambda values, t: values
+    return lambda values, t: values[t]
 
 
 @jit
@@ -108,8 +65,8 @@ def _tile(codes, scale, minv, xq, dx, xsum, out, t, m_start, m_end, group_size):
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
     cs = codes[t]
-    ss = scale[t]
-    ms = minv[t]
+    ss = tile_of(scale, t)
+    ms = tile_of(minv, t)
     m0 = m_start
     while m0 < M:
         rows = min(MAX_ROWS, M - m0)
@@ -138,61 +95,69 @@ def _copy_rows(buf, rows, n, out, m0, n0):
 
 
 @jit
-def split_activation_bytes(xq, xl, xh):
-    """xq [M, K] int16 -> its low bytes xl [M, K] uint8 and high bytes xh [M, K] int8 (signed),
-    so that xq = 256 * xh + xl (the operands of kernels/nibble_dot.py)."""
-    for m in range(xq.shape[0]):
-        for k in range(xq.shape[1]):
-            v = np.int32(xq[m, k])
-            xl[m, k] = np.uint8(v & 255)
-            xh[m, k] = np.int8(v >> 8)
-
-
-@jit
-def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, m0, buf, rows, part):
-    # `rows` and `part` must be literals: one compiled pass per (row count, part).
+def _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, rows, part):
+    # group_size, high_bits, rows and part must be literals: one compiled pass per combination.
     nibble_tile_pass(codes_t.ctypes.data, scale_t, minv_t, xl[m0].ctypes.data, xh[m0].ctypes.data,
-                     dx[m0].ctypes.data, xsum[m0].ctypes.data, buf.ctypes.data, codes_t.shape[0],
-                     xl.shape[1], xsum.shape[1], dx.shape[1], TILE, rows, part)
+                     dx[m0].ctypes.data, xsum[m0].ctypes.data, xqsum.ctypes.data + 4 * m0 * xsum.shape[1],
+                     buf.ctypes.data, codes_t.shape[0], xl.shape[1], xsum.shape[1], dx.shape[1], TILE,
+                     group_size, high_bits, rows, part)
+
+
+def _quarter_passes(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits):
+    """8 rows from m0 over the 4 quarters of a tile when the codes have high-bit planes (returns
+    True: each rebuilt code vector serves 8 rows); 4-bit codes keep passes of up to 4 rows (False,
+    and nothing is compiled)."""
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(_quarter_passes, jit_options={"cache": True, "nogil": True})
+def _quarter_passes_overload(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits):
+    if not isinstance(high_bits, numba.types.IntegerLiteral):
+        raise numba.core.errors.RequireLiteralValue(high_bits)
+    if high_bits.literal_value == 0:
+        return lambda codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits: False
+
+    def impl(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits):
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 3)
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 4)
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 5)
+        _nibble_pass(codes_t, scale_t, minv_t, xl, xh, dx, xsum, xqsum, m0, buf, group_size, high_bits, 8, 6)
+        return True
+
+    return impl
 
 
 @jit
-def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, t, m_start, m_end):
-    """Output columns of tile t for rows m_start .. m_end-1 (4-bit codes): passes of up to 4 rows
-    over each half of the tile while 3 or more rows are left, then one pass of 1 or 2 rows over
-    the whole tile."""
-    buf = numba.carray(stack_f32(256), (4, TILE))  # results before the column clip
+def _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, t, m_start, m_end, group_size, high_bits):
+    """Output columns of tile t for rows m_start .. m_end-1 (codes in nibbles): for 5- and 6-bit
+    codes, passes of 8 rows over each quarter of the tile while 8 or more rows are left (a rebuilt
+    code vector then serves 8 rows); then passes of up to 4 rows over each half of the tile while
+    3 or more rows are left; then one pass of 1 or 2 rows over the whole tile."""
+    buf = numba.carray(stack_f32(512), (8, TILE))  # results before the column clip
     M = m_end
     n0 = t * TILE
     n = min(TILE, out.shape[1] - n0)
     cs = codes[t]
-    ss = scale[t]
-    ms = minv[t]
+    ss = tile_of(scale, t)
+    ms = tile_of(minv, t)
+    g, hb = group_size, high_bits
     m0 = m_start
     while m0 < M:
         rows = min(4, M - m0)
-        if rows == 4:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 1)
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 4, 2)
+        if M - m0 >= 8 and _quarter_passes(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb):
+            rows = 8
+        elif rows == 4:
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 4, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 4, 2)
         elif rows == 3:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 1)
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 3, 2)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 3, 1)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 3, 2)
         elif rows == 2:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 2, 0)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 2, 0)
         else:
-            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, m0, buf, 1, 0)
+            _nibble_pass(cs, ss, ms, xl, xh, dx, xsum, xqsum, m0, buf, g, hb, 1, 0)
         _copy_rows(buf, rows, n, out, m0, n0)
         m0 += rows
-
-
-@jit
-def _activations(x, group_size):
-    M, K = x.shape
-    xq = np.empty((M, K), np.int16)
-    dx = np.empty((M, K // ACT_BLOCK), np.float32)
-    xsum = np.empty((M, K // group_size), np.float32)
-    quantize_activations(x, group_size, xq, dx, xsum)
-    return xq, dx, xsum
 
 
 @jit
@@ -208,19 +173,65 @@ def row_chunk(num_rows):
 
 
 @parallel_jit
-def matmul_q4(x, codes, scale, minv, out):
-    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8 (nibble-packed, G = 32)."""
-    assert codes.shape[2] == 16 * TILE, "q4 codes must be [NT, NG, 1024]"
-    xq, dx, xsum = _activations(x, 32)
+def _matmul_nibbles(x, codes, scale, minv, out, group_size, high_bits):
+    # group_size and high_bits must be literals (see matmul_q4)
+    xq, dx, xsum = activation_codes(x, group_size)
     xl = np.empty(xq.shape, np.uint8)
     xh = np.empty(xq.shape, np.int8)
     split_activation_bytes(xq, xl, xh)
     M = x.shape[0]
+    xqsum = np.empty((M, xsum.shape[1] if high_bits == 2 else 0), np.int32)
+    if high_bits == 2:  # Q6_K: codes stored + 32
+        code_offset_sums(xq, group_size, -32, xqsum)
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles
         m0 = (item % n_chunks) * rc
-        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M))
+        _nibble_tile(codes, scale, minv, xl, xh, dx, xsum, xqsum, out, item // n_chunks, m0, min(m0 + rc, M),
+                     group_size, high_bits)
+
+
+@jit
+def matmul_q4(x, codes, scale, minv, out):
+    """out [M, N] = x [M, K] f32 @ W^T; codes [NT, NG, 1024] uint8: 4-bit codes in nibbles, G = 32."""
+    _matmul_nibbles(x, codes, scale, minv, out, 32, 0)
+
+
+@jit
+def matmul_q5(x, codes, scale, minv, out):
+    """Like matmul_q4 for 5-bit codes: codes [NT, NG, 1280] (nibbles + a high-bit plane, G = 32)."""
+    _matmul_nibbles(x, codes, scale, minv, out, 32, 1)
+
+
+@jit
+def matmul_q6(x, codes, scale, minv, out):
+    """Like matmul_q4 for Q6_K's 6-bit codes: codes [NT, NG, 768] (nibbles + 2 planes, G = 16)."""
+    _matmul_nibbles(x, codes, scale, minv, out, 16, 2)
+
+
+def _nibble_layouts(x, codes, scale, minv, out):
+    raise NotImplementedError("call from compiled code only")
+
+
+@numba.extending.overload(_nibble_layouts, jit_options={"cache": True, "nogil": True})
+def _nibble_layouts_overload(x, codes, scale, minv, out):
+    # The group's byte count picks the layout at run time. Only K-quant records (uint8 scales)
+    # come with 6-bit codes, so other scale modes do not compile that layout.
+    with_six_bits = scale.dtype == numba.types.uint8
+    four_bits, five_bits, six_bits = group_bytes(32, 0), group_bytes(32, 1), group_bytes(16, 2)
+
+    def impl(x, codes, scale, minv, out):
+        b = codes.shape[2]
+        if b == four_bits:
+            matmul_q4(x, codes, scale, minv, out)
+        elif b == five_bits:
+            matmul_q5(x, codes, scale, minv, out)
+        elif with_six_bits and b == six_bits:
+            matmul_q6(x, codes, scale, minv, out)
+        else:
+            raise ValueError("nibble codes must be [NT, NG, 1024], [NT, NG, 1280] or (K-quants) [NT, NG, 768]")
+
+    return impl
 
 
 @parallel_jit
@@ -231,25 +242,26 @@ def matmul_q8(x, codes, scale, minv, out):
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     if codes.shape[2] == 16:
-        xq, dx, xsum = _activations(x, 32)
+        xq, dx, xsum = activation_codes(x, 32)
         for item in numba.prange(codes.shape[0] * n_chunks):
             m0 = (item % n_chunks) * rc
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 32)
     else:
         assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
-        xq, dx, xsum = _activations(x, 16)
+        xq, dx, xsum = activation_codes(x, 16)
         for item in numba.prange(codes.shape[0] * n_chunks):
             m0 = (item % n_chunks) * rc
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 16)
 
 
 def matmul_codes(x, codes, scale, minv, out):
-    """Compiled-code dispatcher: the codes' rank picks the kernel (3 = q4, 4 = q8)."""
+    """Compiled-code dispatcher: the codes' rank picks the kernel family (3 = nibbles, 4 = int8),
+    the bytes per group the nibble layout."""
     raise NotImplementedError("call from compiled code only")
 
 
 @numba.extending.overload(matmul_codes, jit_options={"cache": True, "nogil": True})
 def _matmul_codes_overload(x, codes, scale, minv, out):
     if codes.ndim == 3:
-        return lambda x, codes, scale, minv, out: matmul_q4(x, codes, scale, minv, out)
+        return lambda x, codes, scale, minv, out: _nibble_layouts(x, codes, scale, minv, out)
     return lambda x, codes, scale, minv, out: matmul_q8(x, codes, scale, minv, out)

@@ -19,7 +19,7 @@ from pagedserve.kernels.embedding import embed_rows_q4, embed_rows_q8
 from pagedserve.kernels.rms_norm import rms_norm
 from pagedserve.kernels.rope import rope_table
 from pagedserve.model.config import ModelConfig
-from pagedserve.model.weight_layout import LinearWeight, matmul
+from pagedserve.model.weight_layout import NIBBLE_KINDS, LinearWeight, matmul
 from pagedserve.model.weights import ModelWeights
 
 
@@ -37,7 +37,7 @@ class AttentionMetadata:
 def embed(weight: LinearWeight, token_ids: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
     """out [T, D] = scale * embedding rows of token_ids [T]."""
     s = np.float32(scale)
-    if weight.kind == "q4":
+    if weight.kind in NIBBLE_KINDS:
         embed_rows_q4(weight.codes, weight.scale, weight.minv, token_ids, s, out)
     elif weight.kind == "q8":
         embed_rows_q8(weight.codes, weight.scale, weight.minv, token_ids, s, out)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from pagedserve.kernels.decoder_layer import LayerParams, Linear
-from pagedserve.model.weight_layout import LinearWeight
+from pagedserve.model.weight_layout import QUANT_KINDS, LinearWeight
 from pagedserve.model.weights import LayerWeights, ModelWeights
 
 _MATRICES = ("qkv", "attn_output", "gate_up", "ffn_down")
@@ -21,9 +21,11 @@ _VECTORS = ("attn_norm", "qkv_bias", "q_norm", "k_norm", "post_attn_norm", "ffn_
 
 def _uniform(weights: list[LinearWeight]) -> bool:
     first = weights[0]
-    return first.kind in ("q4", "q8") and all(
+    return first.kind in QUANT_KINDS and all(
         w.kind == first.kind and w.codes.shape == first.codes.shape and w.codes.dtype == first.codes.dtype
-        and w.scale.dtype == first.scale.dtype for w in weights
+        and w.scale.shape == first.scale.shape and w.scale.dtype == first.scale.dtype
+        and w.minv.shape == first.minv.shape and w.minv.dtype == first.minv.dtype
+        and (w.minv.ndim != 1 or np.array_equal(w.minv, first.minv)) for w in weights
     )
 
 

@@ -1,9 +1,18 @@
 """Repack GGUF weight matrices at load into the tiled layout the matmul kernels stream through.
 
-Quantized formats keep their integer codes (4-bit codes stay nibble-packed), laid out for the
-integer dot-product kernels (`kernels/quant_matmul.py`), so the repacked weights take about the size
-of the file (Q4_1: 0.625 bytes per weight, its f16 scales and mins kept as half bits). Float formats
-become float32 [N, K] matrices used through BLAS.
+Quantized formats keep their bits: codes in nibbles (5- and 6-bit codes: nibbles plus high-bit
+planes), scales as the file stores them (half bits; K-quants: 6-bit sub-scales and sub-mins with
+one half `d` and `dmin` per super-block), the float scale and min of a group being computed in the
+kernel exactly as ggml computes them. So the repacked weights take the file's size (at most 3%
+more, for K-quant sub-scales kept as bytes) and dequantize to ggml's values bit for bit. Float
+formats become float32 [N, K] matrices used through BLAS.
+
+| kind | formats            | codes                              | scale, minv (kernels/group_scales.py) |
+|------|--------------------|------------------------------------|---------------------------------------|
+| q4   | Q4_0, Q4_1, Q4_K   | [NT, NG, 1024] uint8 nibbles       | factor, affine, K-quant records       |
+| q5   | Q5_0, Q5_1, Q5_K   | [NT, NG, 1280]: + a high-bit plane | factor, affine, K-quant records       |
+| q6   | Q6_K (groups of 16)| [NT, NG, 768]: + 2 high-bit planes | K-quant records                       |
+| q8   | Q8_0               | [NT, NG, 16, 128] int8             | factor (0)                            |
 """
 
 from __future__ import annotations
@@ -12,24 +21,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pagedserve.kernels.quant_matmul import TILE, matmul_q4, matmul_q8
+from pagedserve.kernels.group_scales import super_record_bytes
+from pagedserve.kernels.quant_matmul import TILE, matmul_q4, matmul_q5, matmul_q6, matmul_q8
 from pagedserve.model.gguf_file import GGUFTensor, ModelLoadError
-from pagedserve.model.weight_formats import FLOAT_FORMATS, QUANT_FORMATS, decode_blocks, dequantize
+from pagedserve.model.weight_formats import (
+    AFFINE, FACTOR, FLOAT_FORMATS, QUANT_FORMATS, SUPER_BLOCK, BlockFields, dequantize, split_blocks,
+)
 
+NIBBLE_KINDS = ("q4", "q5", "q6")  # codes in nibbles, plus 0, 1 or 2 high-bit planes
+QUANT_KINDS = NIBBLE_KINDS + ("q8",)
+_KIND_OF_BITS = {4: "q4", 5: "q5", 6: "q6", 8: "q8"}
 
 
 @dataclass(frozen=True)
 class LinearWeight:
-    """A [N, K] weight matrix ready for `matmul`. kind is "q4", "q8" or "f32"."""
+    """A [N, K] weight matrix ready for `matmul`. kind: one of QUANT_KINDS, or "f32"."""
 
     kind: str
     num_out: int  # N
     num_in: int  # K
     format: str  # the GGUF type it came from
-    # q4: [NT, NG, 16*TILE] uint8 (kernels/nibble_dot.py); q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K]
+    # q4/q5/q6: [NT, NG, B] uint8 (kernels/nibble_dot.py); q8: [NT, NG, G/2, 2*TILE] int8; f32: [N, K]
     codes: np.ndarray
-    scale: np.ndarray  # [NT, NG, TILE] float32, or uint16 half bits when exact (empty for f32)
-    minv: np.ndarray  # [NT, NG, TILE] like scale
+    # [NT, NG, TILE] uint16 half bits (or float32), or [NT, K/256, record] uint8 K-quant records
+    scale: np.ndarray
+    # [NT, NG, TILE] like scale (affine mins), [1] float32 (min = minv[0] * scale), or [0] (K-quants)
+    minv: np.ndarray
 
     @property
     def nbytes(self) -> int:
@@ -45,15 +62,66 @@ def _tile_rows(a: np.ndarray, num_tiles: int) -> np.ndarray:
     return a.reshape((num_tiles, TILE) + a.shape[1:])
 
 
-def _as_half_if_exact(scale: np.ndarray, minv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both as uint16 half bits when every value is a half exactly (the legacy formats store f16
-    scales and mins: 2 bytes instead of 4 per group, 1/6 of a Q4_1 matmul's memory traffic, which
-    bounds decode at batch 1), else both float32 (K-quants: scale = f16 * 6-bit sub-scale)."""
-    with np.errstate(over="ignore"):
-        s16, m16 = scale.astype(np.float16), minv.astype(np.float16)
-    if np.array_equal(s16.astype(np.float32), scale) and np.array_equal(m16.astype(np.float32), minv):
-        return s16.view(np.uint16), m16.view(np.uint16)
-    return scale, minv
+def _per_tile(values: np.ndarray, num_tiles: int) -> np.ndarray:
+    """[N, X] -> [NT, X, TILE]: a row's value of column x at [t, x, row % TILE]."""
+    return np.ascontiguousarray(_tile_rows(values, num_tiles).transpose(0, 2, 1))
+
+
+def nibble_codes(codes: np.ndarray, group_size: int, high_bits: int, num_tiles: int) -> np.ndarray:
+    """[N, K] unsigned codes -> [NT, NG, B] uint8: per group of a tile the nibble bytes
+    [Q quads d][4 row blocks c][16 rows r][4 bytes b] (kernels/nibble_dot.py), then for 5- and 6-bit
+    codes the high-bit bytes [4 c][16 r][4 b], field 2d + half of high_bits bits (kernels/high_bits.py)."""
+    n, k = codes.shape
+    ng, nq = k // group_size, group_size // 8
+    q = _tile_rows(codes.reshape(n, ng, group_size), num_tiles)  # [NT, TILE, NG, G]
+    q = q.reshape(num_tiles, 4, 16, ng, 2, nq, 4)  # [t, c, r, g, half, d, b]
+    low = q & 15
+    packed = low[:, :, :, :, 0] | (low[:, :, :, :, 1] << 4)  # [t, c, r, g, d, b]
+    packed = packed.transpose(0, 3, 4, 1, 2, 5)  # [t, g, d, c, r, b]
+    parts = [packed.reshape(num_tiles, ng, 32 * group_size)]
+    if high_bits:
+        high = (q >> 4).transpose(0, 3, 1, 2, 6, 5, 4)  # [t, g, c, r, b, d, half]: field i = 2d + half
+        high = high.reshape(num_tiles, ng, 4, 16, 4, 2 * nq)
+        byte = np.zeros(high.shape[:-1], np.uint8)
+        for i in range(2 * nq):
+            byte |= high[..., i] << np.uint8(high_bits * i)
+        parts.append(byte.reshape(num_tiles, ng, 256))
+    return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+
+
+def _int8_codes(codes: np.ndarray, group_size: int, num_tiles: int) -> np.ndarray:
+    """[N, K] int8 codes -> [NT, NG, G/2, 2*TILE]: pairs of inputs, 64 rows (kernels/int16_dot.py)."""
+    n, k = codes.shape
+    ng = k // group_size
+    pairs = _tile_rows(codes.reshape(n, ng, group_size // 2, 2), num_tiles)  # [NT, r, NG, p, e]
+    return np.ascontiguousarray(pairs.transpose(0, 2, 3, 1, 4)).reshape(
+        num_tiles, ng, group_size // 2, 2 * TILE)
+
+
+def super_records(f: BlockFields, num_tiles: int) -> np.ndarray:
+    """K-quant scale fields -> [NT, K/256, record] uint8 (layout in kernels/group_scales.py)."""
+    nsb = f.super_d.shape[1]
+    per_super = SUPER_BLOCK // f.group_size
+    halves = [_per_tile(f.super_d, num_tiles)]  # [NT, NSB, TILE] uint16
+    subs = [f.scale.view(np.uint8)]
+    if f.group_size == 32:
+        halves.append(_per_tile(f.super_dmin, num_tiles))
+        subs.append(f.minv)
+    parts = [h.view(np.uint8).reshape(num_tiles, nsb, 2 * TILE) for h in halves]
+    for s in subs:  # [N, NG] -> [NT, NSB, per_super, TILE]
+        tiled = _tile_rows(s.reshape(-1, nsb, per_super), num_tiles).transpose(0, 2, 3, 1)
+        parts.append(tiled.reshape(num_tiles, nsb, per_super * TILE))
+    records = np.ascontiguousarray(np.concatenate(parts, axis=-1))
+    assert records.shape[2] == super_record_bytes(f.group_size)
+    return records
+
+
+def _scales(f: BlockFields, num_tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    if f.mode == AFFINE:
+        return _per_tile(f.scale, num_tiles), _per_tile(f.minv, num_tiles)
+    if f.mode == FACTOR:
+        return _per_tile(f.scale, num_tiles), np.array([f.min_factor], np.float32)
+    return super_records(f, num_tiles), np.zeros(0, np.float32)
 
 
 def _check_matrix(tensor: GGUFTensor) -> None:
@@ -61,6 +129,17 @@ def _check_matrix(tensor: GGUFTensor) -> None:
         raise ModelLoadError(f"tensor {tensor.name} should be a matrix, has shape {tensor.shape}")
     if tensor.type_name not in FLOAT_FORMATS + QUANT_FORMATS:
         raise ModelLoadError(f"tensor {tensor.name} has unsupported weight type {tensor.type_name}")
+
+
+def _stack_fields(parts: list[BlockFields]) -> BlockFields:
+    """Fields of matrices of one format stacked along N."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    joined = {name: np.concatenate([getattr(p, name) for p in parts], axis=0)
+              for name in ("codes", "scale", "minv", "super_d", "super_dmin")}
+    return BlockFields(code_bits=first.code_bits, code_offset=first.code_offset, group_size=first.group_size,
+                       mode=first.mode, min_factor=first.min_factor, **joined)
 
 
 def build_linear(tensor: GGUFTensor) -> LinearWeight:
@@ -82,39 +161,25 @@ def build_linear_fused(tensors: list[GGUFTensor]) -> LinearWeight:
         w = np.concatenate([dequantize(fmt, t.data, k) for t in tensors], axis=0)
         empty = np.zeros((0, 0, 0), dtype=np.float32)
         return LinearWeight("f32", n, k, fmt, w, empty, empty)
-    parts = [decode_blocks(fmt, t.data, k) for t in tensors]
-    g = parts[0].group_size
-    bits = max(p.bits for p in parts)
-    ng = k // g
+    f = _stack_fields([split_blocks(fmt, t.data, k) for t in tensors])
     nt = -(-n // TILE)
-    dec_q = np.concatenate([p.q for p in parts], axis=0) if len(parts) > 1 else parts[0].q
-    dec_scale = np.concatenate([p.scale for p in parts], axis=0)
-    dec_min = np.concatenate([p.min for p in parts], axis=0)
-    scale, minv = _as_half_if_exact(
-        np.ascontiguousarray(_tile_rows(dec_scale, nt).transpose(0, 2, 1)),  # [NT, NG, TILE]
-        np.ascontiguousarray(_tile_rows(dec_min, nt).transpose(0, 2, 1)))
-    q = _tile_rows(dec_q.reshape(n, ng, g), nt)  # [NT, TILE, NG, G]
-    if bits == 4 and g == 32:
-        q = q.astype(np.uint8)
-        lo = q[..., :16].reshape(nt, 4, 16, ng, 4, 4)  # [NT, row block c, row r, NG, quad d, byte b]
-        hi = q[..., 16:].reshape(nt, 4, 16, ng, 4, 4)
-        packed = (lo | (hi << 4)).transpose(0, 3, 4, 1, 2, 5)  # [NT, NG, d, c, r, b] (nibble_dot.py)
-        codes = np.ascontiguousarray(packed).reshape(nt, ng, 16 * TILE)
-        return LinearWeight("q4", n, k, fmt, codes, scale, minv)
-    if g not in (16, 32):
-        raise ModelLoadError(f"weight type {fmt} has groups of {g} inputs; the kernels take 16 or 32")
-    # one signed byte per code (every format's codes lie in -128..127), inputs in pairs
-    pairs = q.astype(np.int8).reshape(nt, TILE, ng, g // 2, 2)  # [NT, r, NG, p, e]
-    codes = np.ascontiguousarray(pairs.transpose(0, 2, 3, 1, 4)).reshape(nt, ng, g // 2, 2 * TILE)
-    return LinearWeight("q8", n, k, fmt, codes, scale, minv)
+    kind = _KIND_OF_BITS[f.code_bits]
+    if kind == "q8":
+        codes = _int8_codes(f.codes, f.group_size, nt)
+    else:
+        codes = nibble_codes(f.codes, f.group_size, f.code_bits - 4, nt)
+    scale, minv = _scales(f, nt)
+    return LinearWeight(kind, n, k, fmt, codes, scale, minv)
 
 
 def matmul(x: np.ndarray, weight: LinearWeight, out: np.ndarray) -> np.ndarray:
     """out [M, N] = x [M, K] @ W^T, for x float32 C-contiguous."""
-    if weight.kind == "q4":
-        matmul_q4(x, weight.codes, weight.scale, weight.minv, out)
-    elif weight.kind == "q8":
-        matmul_q8(x, weight.codes, weight.scale, weight.minv, out)
-    else:
+    kernel = _KERNELS.get(weight.kind)
+    if kernel is None:
         np.dot(x, weight.codes.T, out=out)
+    else:
+        kernel(x, weight.codes, weight.scale, weight.minv, out)
     return out
+
+
+_KERNELS = {"q4": matmul_q4, "q5": matmul_q5, "q6": matmul_q6, "q8": matmul_q8}

@@ -52,10 +52,11 @@ def numpy_quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def matmul_layouts_case() -> np.ndarray:
-    """Matmul outputs of every code layout (q4 packed, q8 with groups of 32 and 16) for 7 rows:
-    computed once per integer path (native VNNI, portable) and compared."""
+    """Matmul outputs of every code layout (nibbles with 0, 1 and 2 high-bit planes, int8 codes) for
+    7 rows, with each scale mode (affine, factor, K-quant records) once: computed once per integer
+    path (native VNNI, portable) and compared."""
     outs = []
-    for fmt, num_in in (("Q4_1", 160), ("Q8_0", 160), ("Q6_K", 256)):
+    for fmt, num_in in (("Q4_1", 160), ("Q4_K", 256), ("Q5_0", 160), ("Q6_K", 256), ("Q8_0", 160)):
         weight = build_linear(make_tensor(fmt, 70, num_in, seed=11))
         x = np.random.default_rng(12).standard_normal((7, num_in)).astype(np.float32)
         out = np.empty((7, 70), np.float32)

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from pagedserve.kernels.int16_dot import HAS_VNNI
-from pagedserve.kernels.quant_matmul import quantize_activations
+from pagedserve.kernels.activation_codes import quantize_activations
 from pagedserve.model.forward import embed
 from pagedserve.model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
 from pagedserve.model.weight_layout import build_linear, matmul
 from tests.kernels.helpers import make_tensor, matmul_layouts_case, numpy_quantize
+from tests.kernels.widened_layout import widened_linear
 
 
 def test_quantize_activations_matches_numpy():
@@ -72,7 +73,7 @@ def test_matmul_every_format(fmt, num_rows):
 
 def test_matmul_is_batch_invariant():
     """A row's output is bit-identical alone and inside batches of other sizes (every pass size)."""
-    for fmt in ("Q4_1", "Q8_0", "Q6_K"):
+    for fmt in ("Q4_1", "Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"):
         num_in = 512 if fmt.endswith("_K") else 160
         weight = build_linear(make_tensor(fmt, 130, num_in, seed=3))
         rng = np.random.default_rng(5)
@@ -104,26 +105,47 @@ def test_portable_integer_path_gives_identical_results(tmp_path):
     env = dict(os.environ, PAGEDSERVE_PORTABLE_INT="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     result = tmp_path / "portable.npy"
     subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT, str(result)], env=env, check=True,
-                   cwd=Path(__file__).resolve().parents[2], timeout=600)
+                   cwd=Path(__file__).resolve().parents[2], timeout=1800)
     np.testing.assert_array_equal(np.load(result), matmul_layouts_case())
 
 
-@pytest.mark.parametrize("fmt,half", [("Q4_1", True), ("Q8_0", True), ("Q5_0", True), ("Q4_K", False),
-                                      ("Q6_K", False)])
-def test_half_scales_where_exact_and_same_bits_as_float32_scales(fmt, half):
-    """Legacy formats keep their f16 scales/mins as half bits (exact); the kernel's result is the
-    same bit for bit as with the float32 values (half -> float32 is exact)."""
-    num_in = 512 if fmt.endswith("_K") else 96
-    weight = build_linear(make_tensor(fmt, 70, num_in, seed=21))
-    assert weight.scale.dtype == (np.uint16 if half else np.float32) == weight.minv.dtype
-    if not half:
-        return
-    as_f32 = replace(weight, scale=weight.scale.view(np.float16).astype(np.float32),
-                     minv=weight.minv.view(np.float16).astype(np.float32))
-    x = np.random.default_rng(22).standard_normal((6, num_in)).astype(np.float32)
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])
+def test_half_scales_give_the_bits_of_float32_scales(fmt):
+    """Legacy formats keep their f16 scales (and Q4_1/Q5_1 mins) as half bits; the kernel's result
+    is the same bit for bit as with the float32 values (half -> float32 is exact)."""
+    weight = build_linear(make_tensor(fmt, 70, 96, seed=21))
+    assert weight.scale.dtype == np.uint16
+    as_f32 = replace(weight, scale=weight.scale.view(np.float16).astype(np.float32))
+    if weight.minv.ndim == 3:  # affine: a half min per group; else a float32 factor [1]
+        as_f32 = replace(as_f32, minv=weight.minv.view(np.float16).astype(np.float32))
+    x = np.random.default_rng(22).standard_normal((6, 96)).astype(np.float32)
     a, b = np.empty((6, 70), np.float32), np.empty((6, 70), np.float32)
     np.testing.assert_array_equal(matmul(x, weight, a), matmul(x, as_f32, b))
-    ids = np.array([0, 33, 69], np.int32)
-    e1, e2 = np.empty((3, num_in), np.float32), np.empty((3, num_in), np.float32)
-    np.testing.assert_array_equal(embed(weight, ids, 1.0, e1), embed(as_f32, ids, 1.0, e2))
-    np.testing.assert_array_equal(e1, dequantize(fmt, make_tensor(fmt, 70, num_in, seed=21).data, num_in)[ids])
+
+
+# ---- the file-size layouts against the widened layouts they replaced --------------------------
+
+_ODD_ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 33)
+
+
+@pytest.mark.parametrize("fmt", QUANT_FORMATS)
+@pytest.mark.parametrize("num_out", [70, 200])
+def test_file_size_layout_gives_the_widened_layouts_bits(fmt, num_out):
+    """Same weights, two layouts: the matmul outputs and the embedding rows are bit-identical (the
+    integer sums are exact and the float finish, with scales computed in the kernel, is the same)."""
+    for num_in in ((256, 768) if fmt.endswith("_K") else (32, 96, 544)):
+        tensor = make_tensor(fmt, num_out, num_in, seed=num_out + num_in)
+        new, old = build_linear(tensor), widened_linear(fmt, tensor.data, num_out, num_in)
+        assert new.nbytes < old.nbytes or fmt == "Q4_1"
+        rng = np.random.default_rng(num_in)
+        for num_rows in _ODD_ROWS:
+            x = rng.standard_normal((num_rows, num_in)).astype(np.float32)
+            a = np.full((num_rows, num_out), np.nan, np.float32)
+            b = np.full((num_rows, num_out), np.nan, np.float32)
+            np.testing.assert_array_equal(matmul(x, new, a).view(np.uint32), matmul(x, old, b).view(np.uint32))
+        ids = np.array([0, 63, 64, num_out - 1], np.int32)
+        e1, e2 = np.empty((4, num_in), np.float32), np.empty((4, num_in), np.float32)
+        embed(new, ids, 0.5, e1)
+        embed(old, ids, 0.5, e2)
+        np.testing.assert_array_equal(e1.view(np.uint32), e2.view(np.uint32))
+        np.testing.assert_array_equal(e1, 0.5 * dequantize(fmt, tensor.data, num_in)[ids])
