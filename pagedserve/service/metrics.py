@@ -15,7 +15,7 @@ import time
 from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine_stats import EngineStats
@@ -87,6 +87,24 @@ class EngineStatsCollector:
                                 - self.finished_before_serving.get(reason, 0))
         yield finished
         yield CounterMetricFamily("pagedserve_engine_steps", "Engine steps run.", value=stats.num_steps)
+        yield from spec_decode_metrics(stats)
+
+
+def spec_decode_metrics(stats: EngineStats):
+    """Speculative decoding: drafts verified and accepted (counters), and per verify step (one
+    request in one step) the number of drafts accepted (a histogram with a bucket per count)."""
+    yield CounterMetricFamily("pagedserve_spec_decode_draft_tokens",
+                              "Draft tokens verified by speculative decoding.", value=stats.num_draft_tokens)
+    yield CounterMetricFamily("pagedserve_spec_decode_accepted_tokens",
+                              "Draft tokens the model accepted.", value=stats.num_accepted_draft_tokens)
+    buckets, cumulative = [], 0
+    for length, count in enumerate(stats.acceptance_length_counts):
+        cumulative += count
+        buckets.append((str(float(length)), cumulative))
+    buckets.append(("+Inf", cumulative))
+    yield HistogramMetricFamily("pagedserve_spec_decode_acceptance_length",
+                                "Drafts accepted per verify step (one request in one step with drafts).",
+                                buckets=buckets, sum_value=stats.num_accepted_draft_tokens)
 
 
 class ServerMetrics:
