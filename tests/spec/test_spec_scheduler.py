@@ -217,3 +217,21 @@ def test_any_drafts_give_the_tokens_of_no_speculation(proposer_kind, seed, num_r
             assert tokens == expected_tokens(prompt, max_tokens), rid
     check_invariants(engine)
     assert engine.stats().num_blocks_used_all_groups == 0
+
+
+def test_constrained_and_off_requests_never_ask_for_drafts_and_auto_and_fixed_do():
+    from pagedserve.scheduler.request import Request
+    from pagedserve.scheduler.spec_policy import SpecPolicy
+    from pagedserve.structured.constraint import Constraint
+
+    policy = SpecPolicy(num_draft_tokens=4, max_batch_tokens=8)
+    constrained = Request("c", [1, 2], greedy(10, constraint=Constraint("regex", "a+")))
+    off = Request("o", [1, 2], greedy(10, speculative=SPECULATIVE_OFF))
+    auto = Request("a", [1, 2], greedy(10))
+    fixed = Request("f", [1, 2], greedy(10, speculative=7))
+    assert [policy.num_to_propose(r, num_running=4) for r in (constrained, off, auto, fixed)] == [0, 0, 4, 7]
+    assert policy.num_to_propose(auto, num_running=8) == 0  # the step rule: no room for drafts
+    assert SpecPolicy(num_draft_tokens=0, max_batch_tokens=8).num_to_propose(fixed, num_running=1) == 0  # engine off
+    fixed.draft_token_ids = [5] * 7
+    assert policy.num_drafts_to_verify(fixed, room=3, budget=10) == 3
+    assert policy.num_drafts_to_verify(fixed, room=8, budget=5) == 4  # the decode's own token first
