@@ -226,7 +226,8 @@ def speculative(options: pb.SpeculativeOptions) -> int:
                        f"must be in [1, {MAX_DRAFT_TOKENS}] with SPECULATIVE_MODE_FIXED, got {k}")
         return k
     if k != 0:
-        raise _bad("speculative.num_draft_tokens", f"only SPECULATIVE_MODE_FIXED takes a number of draft tokens, got {k}")
+        raise _bad("speculative.num_draft_tokens",
+                   f"only SPECULATIVE_MODE_FIXED takes a number of draft tokens, got {k}")
     return SPECULATIVE_OFF if mode == pb.SPECULATIVE_MODE_OFF else SPECULATIVE_AUTO
 
 
