@@ -194,3 +194,20 @@ def test_gemma3_sliding_window_with_speculation(gemma3_model):
         on.runner.proposer = ReplayProposer(prompts, want, kind, seed=5, vocab=vocab)
         assert ids_of(on.generate(prompts, greedy(16, speculative=4))) == want, kind
     assert on.stats().num_draft_tokens > 0 and on.stats().num_window_freed_blocks > 0
+
+
+@pytest.mark.slow
+def test_many_random_prompts_under_preemption_give_the_same_ids(make_engine):
+    """48 random prompts through a cache too small for all of them (preemption and recompute), with
+    the n-gram proposer, then with random drafts: the ids of no speculation."""
+    prompts = random_prompts(11, 48)
+    config = dict(num_kv_blocks=48, max_num_seqs=24)
+    off = make_engine(**config)
+    want = ids_of(off.generate(prompts, greedy(16)))
+    engine = spec_engine(make_engine, prompt_lookup_min=1, **config)
+    assert ids_of(engine.generate(prompts, greedy(16, speculative=4))) == want
+    engine.runner.proposer = ReplayProposer(prompts, want, "random", seed=12)
+    assert ids_of(engine.generate(prompts, greedy(16))) == want
+    stats = engine.stats()
+    assert stats.num_preemptions > 0 and stats.num_accepted_draft_tokens > 0
+    assert stats.num_blocks_used_all_groups == 0
