@@ -211,3 +211,16 @@ def test_many_random_prompts_under_preemption_give_the_same_ids(make_engine):
     stats = engine.stats()
     assert stats.num_preemptions > 0 and stats.num_accepted_draft_tokens > 0
     assert stats.num_blocks_used_all_groups == 0
+
+
+def test_n_choices_with_speculation_equal_those_without(make_engine):
+    """The choices of an n > 1 request fork from the prompt's blocks (copy-on-write), then each
+    speculates on its own: the same tokens per choice as without speculation."""
+    prompts = random_prompts(21, 2)
+    params = [SamplingParams(n=3, temperature=0.7, top_k=20, seed=5, max_tokens=16, ignore_eos=True),
+              SamplingParams(n=2, temperature=0.0, max_tokens=16, ignore_eos=True)]
+    want = ids_of(make_engine().generate(prompts, params))
+    engine = spec_engine(make_engine, prompt_lookup_min=1)
+    got = ids_of(engine.generate(prompts, [dataclasses.replace(p, speculative=4) for p in params]))
+    assert got == want and len(got) == 5
+    assert engine.stats().num_draft_tokens > 0 and engine.stats().num_blocks_used_all_groups == 0
