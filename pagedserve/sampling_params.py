@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 # take over a server's batch.
 MAX_NUM_CHOICES = 16
 
+# `SamplingParams.speculative`: -1 lets the engine decide (auto: drafts while they are accepted),
+# 0 turns speculation off for the request, k > 0 verifies up to k drafts every step. At most 16:
+# a step's chunk of 1 + k tokens costs compute, and longer guesses are rarely accepted whole.
+SPECULATIVE_AUTO = -1
+SPECULATIVE_OFF = 0
+MAX_DRAFT_TOKENS = 16
+
 
 class InvalidRequestError(ValueError):
     """A request the engine refuses; `field` names the offending input (for INVALID_ARGUMENT)."""
@@ -37,6 +44,8 @@ class SamplingParams:
     exactly as a single request with seed + i would.
     `constraint` restricts every sampled token to those its grammar allows (logits of others are
     -inf before temperature, filters and penalties; reported logprobs are after the mask).
+    `speculative`: speculative decoding for this request when the engine runs it (SPECULATIVE_AUTO,
+    SPECULATIVE_OFF, or up to k draft tokens per step); the output is the same either way.
     """
 
     temperature: float = 1.0
@@ -55,6 +64,7 @@ class SamplingParams:
     prompt_logprobs: int = 0
     n: int = 1
     constraint: "Constraint | None" = None  # structured output: the output must match it
+    speculative: int = SPECULATIVE_AUTO
 
     def __post_init__(self):
         if not self.temperature >= 0.0:
@@ -85,6 +95,10 @@ class SamplingParams:
             raise InvalidRequestError("stop", "stop strings must not be empty")
         if not 1 <= self.n <= MAX_NUM_CHOICES:
             raise InvalidRequestError("n", f"n must be in [1, {MAX_NUM_CHOICES}], got {self.n}")
+        if not SPECULATIVE_AUTO <= self.speculative <= MAX_DRAFT_TOKENS:
+            raise InvalidRequestError(
+                "speculative", f"speculative must be -1 (auto), 0 (off) or a number of draft tokens in "
+                f"[1, {MAX_DRAFT_TOKENS}], got {self.speculative}")
         if self.n > 1 and self.max_tokens == 0:
             raise InvalidRequestError("n", "n > 1 needs max_tokens >= 1: choices differ only in their outputs")
 

@@ -143,14 +143,38 @@ def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict
     }
     if options.bandwidth_probe_mib > 0:
         result["roofline"] = roofline_of(result, model, spec.bytes_per_token, threads, options)
+    engine_stats = [engine.stats()]
     if options.concurrency > 0 or options.shared_prefix > 0 or options.workload:
-        if args.enable_prefix_caching:  # the workloads run on the engine as configured
+        rebuilt = args.enable_prefix_caching
+        if rebuilt:  # the workloads run on the engine as configured
             engine = None  # free the sweep's KV cache before allocating the next
             engine, _ = build_engine(args, model=model, warm_up=False)
         result.update(run_workloads(engine, options, rng, vocab, model.tokenizer))
+        # The same engine's totals include the sweep's.
+        engine_stats = [engine_stats[0], engine.stats()] if rebuilt else [engine.stats()]
+    result["speculative"] = speculative_summary(args, engine_stats)
     if options.compare_llamacpp:
         result["llamacpp"] = llamacpp_summary(rounds, theirs, threads)
     return result, model
+
+
+def speculative_summary(args, engine_stats) -> dict:
+    """Speculative decoding's totals over the engines of the run (their EngineStats)."""
+    counts: list[int] = []
+    for stats in engine_stats:
+        for length, count in enumerate(stats.acceptance_length_counts):
+            counts.extend([0] * (length + 1 - len(counts)))
+            counts[length] += count
+    num_drafts = sum(s.num_draft_tokens for s in engine_stats)
+    num_accepted = sum(s.num_accepted_draft_tokens for s in engine_stats)
+    return {
+        "method": args.speculative,
+        "num_draft_tokens": args.num_draft_tokens if args.speculative != "off" else 0,
+        "draft_tokens": num_drafts,
+        "accepted_tokens": num_accepted,
+        "acceptance_rate": num_accepted / num_drafts if num_drafts else None,
+        "acceptance_length_counts": counts,  # [a]: verify steps that accepted exactly a drafts
+    }
 
 
 def roofline_of(result: dict, model, kv_bytes_per_token: int, threads: int, options: BenchOptions) -> dict:

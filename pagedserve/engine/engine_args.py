@@ -15,7 +15,10 @@ from typing import Iterable, Sequence
 from pagedserve.cache.cache_sizing import parse_memory, resolve_num_blocks
 from pagedserve.cache.kv_cache_spec import KV_DTYPE_BYTES, KVCacheSpec
 from pagedserve.dataclass_flags import add_dataclass_flags, dataclass_from_cli_args
+from pagedserve.sampling_params import MAX_DRAFT_TOKENS
 from pagedserve.scheduler.engine_config import SCHEDULING_POLICIES, EngineConfig
+
+SPECULATIVE_METHODS = ("off", "ngram")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,21 @@ class EngineArgs:
     scheduling_policy: str = field(default="fcfs", metadata={
         "choices": SCHEDULING_POLICIES,
         "help": "waiting-queue order: first come first served, or by request priority (lower first)"})
+    speculative: str = field(default="off", metadata={
+        "choices": SPECULATIVE_METHODS,
+        "help": "speculative decoding: ngram = prompt-lookup drafts (the request's own earlier tokens), "
+                "verified exactly (the output equals that without speculation); off = none"})
+    num_draft_tokens: int = field(default=4, metadata={
+        "help": f"draft tokens verified per request and step at most, in [1, {MAX_DRAFT_TOKENS}] "
+                "(with --speculative)"})
+    # 32: a 1B model's step is still bound by reading the weights at about this many tokens here.
+    speculative_max_batch_tokens: int = field(default=32, metadata={
+        "help": "steps with this many running requests or more verify no drafts (a large batch is "
+                "compute-bound: drafts would cost more than they save)"})
+    prompt_lookup_min: int = field(default=2, metadata={
+        "help": "shortest n-gram of the latest tokens the ngram proposer looks up in the request's context"})
+    prompt_lookup_max: int = field(default=4, metadata={
+        "help": "longest n-gram the ngram proposer tries first"})
     # `--seed` is a request's own sampling seed (generate, client), so this one is --engine-seed.
     seed: int = field(default=0, metadata={
         "flag": "--engine-seed",
@@ -78,6 +96,11 @@ class EngineArgs:
             raise ValueError(f"max_step_ms must be >= 0, got {self.max_step_ms}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if not 1 <= self.num_draft_tokens <= MAX_DRAFT_TOKENS:
+            raise ValueError(f"num_draft_tokens must be in [1, {MAX_DRAFT_TOKENS}], got {self.num_draft_tokens}")
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError(f"need 1 <= prompt_lookup_min <= prompt_lookup_max, got "
+                             f"{self.prompt_lookup_min} and {self.prompt_lookup_max}")
 
     # ---- command line ----
     @classmethod
@@ -120,4 +143,6 @@ class EngineArgs:
             enable_prefix_caching=self.enable_prefix_caching,
             scheduling_policy=self.scheduling_policy,
             stop_ids=frozenset(stop_ids),
+            num_speculative_tokens=self.num_draft_tokens if self.speculative != "off" else 0,
+            speculative_max_batch_tokens=self.speculative_max_batch_tokens,
         )

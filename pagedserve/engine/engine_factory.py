@@ -8,12 +8,14 @@ import time
 from typing import Callable
 
 import numba
+import numpy as np
 
 from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.engine.step_budget import calibration_sizes, measure_step_cost, token_budget
 from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer
 from pagedserve.model.loader import LoadedModel, load_model
 from pagedserve.model.model_fetch import resolve_model_path
+from pagedserve.spec.ngram_proposer import NgramProposer
 from pagedserve.worker.model_runner import ModelRunnerImpl
 from pagedserve.scheduler.engine import EngineConfig, LLMEngine
 from pagedserve.scheduler.step_io import SchedulerOutput
@@ -46,7 +48,8 @@ def build_engine(args: EngineArgs, model: LoadedModel | None = None, warm_up: bo
                                      num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)
     config = args.create_engine_config(spec, context_length=cfg.context_length,
                                        stop_ids=model.tokenizer.stop_ids)
-    runner = ModelRunnerImpl(model, spec, seed=args.seed)
+    proposer = NgramProposer(args.prompt_lookup_min, args.prompt_lookup_max) if args.speculative == "ngram" else None
+    runner = ModelRunnerImpl(model, spec, seed=args.seed, proposer=proposer)
     tokenizer = model.tokenizer
     engine = LLMEngine(runner, config, lambda: IncrementalDetokenizer(tokenizer))
     log.info("KV cache: %d blocks x %d tokens per group, %d groups, %s, %.1f MiB",
@@ -97,4 +100,7 @@ def warm_up_engine(engine: LLMEngine) -> None:
     sampled = SamplingParams(temperature=0.8, top_p=0.9, top_k=5, max_tokens=2, ignore_eos=True,
                              repetition_penalty=1.1, seed=1)
     engine.generate([[1, 2, 3], [4, 5]], [greedy, sampled])
+    proposer = getattr(engine.runner, "proposer", None)
+    if proposer is not None:  # speculative decoding: compile the draft lookup too
+        proposer.propose(["warm-up"], [np.array([1, 2, 3, 1, 2], np.int32)], [2])
     log.info("kernels ready in %.1f s", time.perf_counter() - start)

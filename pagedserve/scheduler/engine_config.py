@@ -17,6 +17,9 @@ class EngineConfig:
     `max_num_seqs`: running requests; `max_waiting`: queued requests before add_request refuses;
     `long_prefill_token_threshold`: cap on one request's chunk per step (0 = only the budget);
     `stop_ids`: the model's EOS ids; `scheduling_policy`: "fcfs" or "priority" (lower first).
+    `num_speculative_tokens`: speculative decoding's k, draft tokens verified per request and step at
+    most (0 = speculation off); `speculative_max_batch_tokens`: no drafts past this many tokens of
+    running requests in a step (scheduler/spec_policy.py).
 
     No field has a default: the values come from `EngineArgs` (engine/engine_args.py), the one
     place the engine's defaults live.
@@ -31,6 +34,8 @@ class EngineConfig:
     enable_prefix_caching: bool
     scheduling_policy: str
     stop_ids: frozenset[int]
+    num_speculative_tokens: int
+    speculative_max_batch_tokens: int
 
     def __post_init__(self):
         object.__setattr__(self, "stop_ids", frozenset(int(i) for i in self.stop_ids))
@@ -41,6 +46,10 @@ class EngineConfig:
             raise ValueError(f"max_waiting must be >= 1, got {self.max_waiting}")
         if self.long_prefill_token_threshold < 0:
             raise ValueError(f"long_prefill_token_threshold must be >= 0, got {self.long_prefill_token_threshold}")
+        if self.num_speculative_tokens < 0:
+            raise ValueError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
+        if self.speculative_max_batch_tokens < 0:
+            raise ValueError(f"speculative_max_batch_tokens must be >= 0, got {self.speculative_max_batch_tokens}")
         if self.scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(f"scheduling_policy must be one of {SCHEDULING_POLICIES}, got {self.scheduling_policy!r}")
 

@@ -30,6 +30,11 @@ class EngineStats:
     # Total prompt tokens computed (recomputes after preemption included, prefix-cache hits not):
     # the n choices of one request compute their prompt once.
     num_prefill_tokens: int = 0
+    # Speculative decoding (totals): draft tokens verified, those the model accepted, and
+    # acceptance_length_counts[a] = verify steps (one request, one step) that accepted exactly a drafts.
+    num_draft_tokens: int = 0
+    num_accepted_draft_tokens: int = 0
+    acceptance_length_counts: tuple[int, ...] = ()
 
     @property
     def num_blocks_used_all_groups(self) -> int:

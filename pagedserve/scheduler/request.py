@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.sampled_token import SampledToken
+from pagedserve.scheduler.spec_policy import DraftTracker
 from pagedserve.scheduler.stop_checker import StopChecker
 
 
@@ -76,6 +77,10 @@ class Request:
     parent_id: Optional[str] = None  # a forked choice: the request whose prompt it shares
     index: int = 0  # the choice number
     forked: bool = False  # an n-choice request whose other choices exist
+    # Speculative decoding: guesses of the tokens after the last one, not yet verified (never part
+    # of the token ids, the prefix cache or the stop checks), and the record of past guesses.
+    draft_token_ids: list[int] = field(default_factory=list)
+    draft_tracker: DraftTracker = field(default_factory=DraftTracker)
 
     def __post_init__(self):
         self.prompt_token_ids = list(self.prompt_token_ids)

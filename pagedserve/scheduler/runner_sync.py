@@ -57,7 +57,8 @@ class RunnerSync:
         )
 
     def scheduled(self, request: Request, num_new_tokens: int, sample: bool,
-                  want_prompt_logprobs: bool, fork_request_ids: tuple[str, ...] = ()) -> ScheduledRequest:
+                  want_prompt_logprobs: bool, fork_request_ids: tuple[str, ...] = (),
+                  draft_token_ids: tuple[int, ...] = (), num_drafts_to_propose: int = 0) -> ScheduledRequest:
         """The diff for a granted request the runner holds (call `new_request` first if not)."""
         sent = self._sent[request.request_id]
         new_block_ids = []
@@ -81,4 +82,6 @@ class RunnerSync:
             sample=sample,
             want_prompt_logprobs=want_prompt_logprobs,
             fork_request_ids=fork_request_ids,
+            draft_token_ids=draft_token_ids,
+            num_drafts_to_propose=num_drafts_to_propose,
         )

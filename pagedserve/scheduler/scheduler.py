@@ -13,6 +13,16 @@ samples the first token of choices 1..n-1 from the same logits; `update_from_out
 them: each is a request of its own (`Request.parent_id`) that shares the prompt's KV blocks (see
 `KVCacheManager.fork`), so the prompt is computed once. From there every choice runs, stops, is
 preempted and recomputed on its own; aborting the request aborts all its choices.
+
+Speculative decoding (pagedserve/spec/__init__.py has the whole design): a decoding request with
+drafts (`Request.draft_token_ids`, proposed by the runner after its previous step) is granted
+1 + d tokens, d of them drafts (`spec_policy.SpecPolicy` decides d), and the KV manager allocates
+slots for all of them. After the step only what the model accepted counts: `num_computed_tokens`
+advances over the last known token and the accepted drafts, never over a rejected one, so the next
+step writes over the rejected drafts' slots; the prefix cache only hashes full blocks below
+`num_computed_tokens`, and the sliding window only drops blocks behind it, so neither ever acts on
+an unverified token. Each accepted token goes through the stop checks in order and the first stop
+ends the request there.
 """
 
 from __future__ import annotations
@@ -27,9 +37,18 @@ from pagedserve.scheduler.request import (CHOICE_ID_SEPARATOR, Request, RequestO
                                           choice_request_id)
 from pagedserve.scheduler.request_queue import WaitingQueue
 from pagedserve.scheduler.runner_sync import RunnerSync
+from pagedserve.scheduler.spec_policy import SpecPolicy
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.step_io import RunnerOutput, ScheduledRequest, SchedulerOutput
+from pagedserve.sampled_token import SampledToken
 from pagedserve.scheduler.stop_checker import DetokenizerFactory, StopChecker
+
+
+def _accepted_drafts_agree(draft_token_ids, sampled: SampledToken, extra) -> bool:
+    """The runner's contract for a step with drafts: one extra token per accepted draft, and every
+    accepted draft equals the token sampled at the position before it."""
+    tokens = [sampled, *extra][:len(extra)]
+    return len(extra) <= len(draft_token_ids) and all(t.token_id == d for t, d in zip(tokens, draft_token_ids))
 
 
 class QueueFullError(RuntimeError):
@@ -60,6 +79,11 @@ class Scheduler:
         self.num_decode_tokens_last_step = 0
         self.num_prefill_tokens = 0  # total prompt (and recomputed) tokens computed, prefix hits excluded
         self.num_finished_by_reason: collections.Counter[str] = collections.Counter()
+        self.spec_policy = SpecPolicy(config.num_speculative_tokens, config.speculative_max_batch_tokens)
+        self.num_draft_tokens = 0  # total drafts verified
+        self.num_accepted_draft_tokens = 0  # total of those the model accepted
+        # acceptance_length_counts[a]: verify steps that accepted exactly a drafts
+        self.acceptance_length_counts: list[int] = [0] * (config.num_speculative_tokens + 1)
 
     # ---- admission ----
     def add_request(self, request: Request) -> None:
@@ -135,17 +159,25 @@ class Scheduler:
         self.num_prefill_tokens_last_step = 0
         self.num_decode_tokens_last_step = 0
         grants: dict[str, int] = {}  # request_id -> tokens granted, in batch order
+        num_drafts_of: dict[str, int] = {}  # request_id -> drafts among its granted tokens
+        draft_room = self.spec_policy.step_room(len(self.running))
         preempted = False
 
         index = 0
         while index < len(self.running) and budget > 0:
             request = self.running[index]
             num_new = self._num_tokens_to_grant(request, budget)
+            num_drafts = 0
+            if num_new == 1 and request.num_tokens - request.num_computed_tokens == 1:  # a decode
+                num_drafts = self.spec_policy.num_drafts_to_verify(request, draft_room, budget)
             if num_new <= 0:  # defensive: a running request always has a token to compute
                 index += 1
                 continue
             granted = True
-            while not self.kv.allocate_slots(request, num_new):
+            while not self.kv.allocate_slots(request, num_new + num_drafts):
+                if num_drafts:  # drafts never cost a preemption: decode without them
+                    num_drafts = 0
+                    continue
                 victim = self._pick_victim()
                 if victim is request and len(self.running) == 1:
                     self._finish_outside_step(request, RequestStatus.FINISHED_LENGTH)  # outgrew the cache
@@ -155,14 +187,18 @@ class Scheduler:
                 self._preempt(victim)
                 preempted = True
                 budget += grants.pop(victim.request_id, 0)
+                draft_room += num_drafts_of.pop(victim.request_id, 0)
                 if victim_index < index:
                     index -= 1
                 if victim is request:
                     granted = False
                     break
             if granted:
-                grants[request.request_id] = num_new
-                budget -= num_new
+                grants[request.request_id] = num_new + num_drafts
+                budget -= num_new + num_drafts
+                if num_drafts:
+                    num_drafts_of[request.request_id] = num_drafts
+                    draft_room -= num_drafts
                 index += 1
 
         # No admissions in a step that had to preempt: the cache is full. An n-choice request not
@@ -204,8 +240,12 @@ class Scheduler:
         for rid in grants:
             if not self.runner_sync.holds(rid):
                 new_requests.append(self.runner_sync.new_request(self.requests[rid]))
+        for request in self.running:  # a paused request (auto mode) counts its steps without drafts
+            if request.request_id in grants and request.request_id not in num_drafts_of:
+                request.draft_tracker.step_without_drafts()
         return SchedulerOutput(
-            scheduled=tuple(self._scheduled(self.requests[rid], n) for rid, n in grants.items()),
+            scheduled=tuple(self._scheduled(self.requests[rid], n, num_drafts_of.get(rid, 0))
+                            for rid, n in grants.items()),
             new_requests=tuple(new_requests),
             finished_request_ids=self.runner_sync.take_dropped(),
             blocks_to_copy=blocks_to_copy,
@@ -218,23 +258,26 @@ class Scheduler:
             request = self.requests.get(scheduled.request_id)
             if request is None or request.status is not RequestStatus.RUNNING:
                 continue  # aborted while the step ran
-            request.num_computed_tokens += scheduled.num_new_tokens
+            request.num_computed_tokens += scheduled.num_known_tokens  # drafts count once accepted
             prompt_logprobs = self._collect_prompt_logprobs(request, scheduled, runner_output)
-            self.kv.cache_full_blocks(request)
             changes: dict = {}
             finish: Optional[RequestStatus] = None
             choice_outputs: list[RequestOutput] = []
             if scheduled.sample:
                 sampled = runner_output.sampled.get(request.request_id)
-                if sampled is None or any(c not in runner_output.sampled for c in scheduled.fork_request_ids):
+                extra = runner_output.extra_sampled.get(request.request_id, ())
+                if (sampled is None or any(c not in runner_output.sampled for c in scheduled.fork_request_ids)
+                        or not _accepted_drafts_agree(scheduled.draft_token_ids, sampled, extra)):
                     finish = RequestStatus.FINISHED_ERROR  # the runner broke its contract
                 else:
-                    changes, finish = self._append_token(request, sampled)
-                    if scheduled.fork_request_ids:  # before a finish frees the shared blocks
-                        choice_outputs = self._fork(request, scheduled.fork_request_ids, runner_output)
+                    changes, finish = self._append_tokens(request, [sampled, *extra])
+                    self._record_drafts(request, scheduled, len(extra), runner_output, finish)
             elif request.sampling_params.max_tokens == 0 and request.num_computed_tokens >= request.num_tokens:
                 finish = RequestStatus.FINISHED_LENGTH  # scoring only: the prompt is done
                 changes = dict(new_text=request.stop_checker.finish_text())
+            self.kv.cache_full_blocks(request)  # only blocks below num_computed_tokens: verified tokens
+            if scheduled.fork_request_ids and finish is not RequestStatus.FINISHED_ERROR:  # before a finish frees
+                choice_outputs = self._fork(request, scheduled.fork_request_ids, runner_output)  # the shared blocks
             if finish is not None:
                 self._finish(request, finish)
             if scheduled.sample or finish is not None or prompt_logprobs is not None:
@@ -261,12 +304,12 @@ class Scheduler:
     def _num_tokens_to_grant(self, request: Request, budget: int) -> int:
         return min(request.num_tokens - request.num_computed_tokens, self._chunk_cap(), budget)
 
-    def _scheduled(self, request: Request, num_new: int) -> ScheduledRequest:
+    def _scheduled(self, request: Request, num_new: int, num_drafts: int) -> ScheduledRequest:
         start = request.num_computed_tokens
-        end = start + num_new
-        is_decode = num_new == 1 and request.num_output_tokens > 0 and end == request.num_tokens
+        end = start + num_new - num_drafts  # past the request's own tokens of the chunk
+        is_decode = num_new - num_drafts == 1 and request.num_output_tokens > 0 and end == request.num_tokens
         if is_decode:
-            self.num_decode_tokens_last_step += 1
+            self.num_decode_tokens_last_step += num_new
         else:
             self.num_prefill_tokens_last_step += num_new
             self.num_prefill_tokens += num_new
@@ -275,6 +318,9 @@ class Scheduler:
         fork_request_ids: tuple[str, ...] = ()
         if sample and request.num_choices_to_fork and request.num_output_tokens == 0:
             fork_request_ids = tuple(choice_request_id(request.request_id, i) for i in range(1, params.n))
+        num_to_propose = 0
+        if sample and not fork_request_ids:
+            num_to_propose = self.spec_policy.num_to_propose(request, len(self.running))
         return self.runner_sync.scheduled(
             request,
             num_new,
@@ -283,6 +329,8 @@ class Scheduler:
             and not request.prompt_logprobs_delivered
             and start < request.num_prompt_tokens,
             fork_request_ids=fork_request_ids,
+            draft_token_ids=tuple(request.draft_token_ids[:num_drafts]),
+            num_drafts_to_propose=num_to_propose,
         )
 
     def _fork(self, parent: Request, choice_ids: tuple[str, ...], runner_output: RunnerOutput) -> list[RequestOutput]:
@@ -321,10 +369,42 @@ class Scheduler:
         self.kv.free(request)
         self.runner_sync.forget(request.request_id)
         request.num_computed_tokens = 0
+        request.draft_token_ids = []
         request.status = RequestStatus.PREEMPTED
         request.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.add_preempted(request)
+
+    def _append_tokens(self, request: Request, tokens) -> tuple[dict, Optional[RequestStatus]]:
+        """Append a step's tokens in order, each through the stop checks; the first stop ends it
+        (later tokens are dropped). Every token after the first was sampled at the position of an
+        accepted draft, whose KV the step computed: `num_computed_tokens` advances over it."""
+        new_token_ids, new_logprobs, texts = [], [], []
+        finish = None
+        for i, sampled in enumerate(tokens):
+            if i > 0:
+                request.num_computed_tokens += 1
+            change, finish = self._append_token(request, sampled)
+            new_token_ids += change["new_token_ids"]
+            new_logprobs += change["new_logprobs"]
+            texts.append(change["new_text"])
+            if finish is not None:
+                break
+        return dict(new_token_ids=new_token_ids, new_text="".join(texts), new_logprobs=new_logprobs), finish
+
+    def _record_drafts(self, request: Request, scheduled: ScheduledRequest, num_accepted: int,
+                       runner_output: RunnerOutput, finish: Optional[RequestStatus]) -> None:
+        """Count the step's verified drafts and keep the runner's new ones for the next step."""
+        num_drafts = len(scheduled.draft_token_ids)
+        if num_drafts:
+            request.draft_tracker.record(num_drafts, num_accepted)
+            self.num_draft_tokens += num_drafts
+            self.num_accepted_draft_tokens += num_accepted
+            counts = self.acceptance_length_counts  # a request's own k may exceed the engine's
+            counts.extend([0] * (num_accepted + 1 - len(counts)))
+            counts[num_accepted] += 1
+        drafts = runner_output.draft_token_ids.get(request.request_id) if finish is None else None
+        request.draft_token_ids = list(drafts) if drafts else []
 
     def _append_token(self, request: Request, sampled) -> tuple[dict, Optional[RequestStatus]]:
         request.append_output_token(sampled.token_id)

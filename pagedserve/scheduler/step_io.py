@@ -10,6 +10,13 @@ step sends only what changed, as vLLM v1's NewRequestData / CachedRequestData do
 - `finished_request_ids` lists requests finished or preempted since the last output: the runner
   drops their state.
 A step therefore costs the same whatever the requests' context lengths.
+
+Speculative decoding (see pagedserve/spec/__init__.py for the whole design): a decoding request may
+carry `draft_token_ids`, guessed tokens after its last known one. They are computed in the same
+chunk (`num_new_tokens` = 1 + number of drafts) but are not the request's tokens yet: the runner
+appends them to the chunk itself, samples at every position of the chunk, and returns the tokens up
+to the first draft the model disagrees with (`RunnerOutput.extra_sampled`). A request with
+`num_drafts_to_propose` > 0 also gets fresh drafts for its next step (`RunnerOutput.draft_token_ids`).
 """
 
 from __future__ import annotations
@@ -62,6 +69,15 @@ class ScheduledRequest:
     sample: bool
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions of this chunk
     fork_request_ids: tuple[str, ...] = ()  # choice i's id at [i - 1]
+    # Speculative decoding: guessed tokens after the request's last known token, computed at the
+    # end of this chunk (counted in num_new_tokens; only with `sample`, never with forks).
+    draft_token_ids: tuple[int, ...] = ()
+    num_drafts_to_propose: int = 0  # after sampling, propose up to this many drafts for the next step
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Tokens of the chunk that are the request's own (the rest are drafts)."""
+        return self.num_new_tokens - len(self.draft_token_ids)
 
 
 @dataclass(frozen=True)
@@ -90,12 +106,22 @@ class RunnerOutput:
     """`sampled[request_id]` for every scheduled request with sample=True, and for every id of
     its `fork_request_ids`.
 
+    Speculative decoding: for a request scheduled with drafts, `sampled[request_id]` is the token
+    sampled at its last known position (as without drafts) and `extra_sampled[request_id]` the
+    tokens sampled at the positions of its drafts, for as long as each draft equals the token
+    sampled before it: entry i was sampled after draft i, which equals the token before it. Its
+    length is the number of accepted drafts (0..number of drafts). `draft_token_ids[request_id]`:
+    new drafts for a request that asked for them (`num_drafts_to_propose`), following its tokens
+    of this step; absent or empty when the proposer found none.
+
     `prompt_logprobs[request_id]` (when asked): one entry per position of the chunk, the top-K
     (id, logprob) pairs of the distribution that predicts the *next* token at that position.
     """
 
     sampled: dict[str, SampledToken]
     prompt_logprobs: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)
+    extra_sampled: dict[str, list[SampledToken]] = field(default_factory=dict)
+    draft_token_ids: dict[str, list[int]] = field(default_factory=dict)
 
 
 class ModelRunner(Protocol):

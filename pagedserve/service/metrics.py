@@ -15,7 +15,7 @@ import time
 from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
 from pagedserve.engine.async_engine import AsyncEngine
 from pagedserve.scheduler.engine_stats import EngineStats
@@ -89,6 +89,7 @@ class EngineStatsCollector:
         yield finished
         yield CounterMetricFamily("pagedserve_engine_steps", "Engine steps run.", value=stats.num_steps)
         yield from self._structured_output(engine.structured_stats())
+        yield from spec_decode_metrics(stats)
 
     @staticmethod
     def _structured_output(st: StructuredOutputStats):
@@ -111,6 +112,23 @@ class EngineStatsCollector:
                                   "Time the engine step spent filling and applying token masks "
                                   "(divide by pagedserve_engine_steps for the mean per step).",
                                   value=st.mask_seconds_total)
+
+
+def spec_decode_metrics(stats: EngineStats):
+    """Speculative decoding: drafts verified and accepted (counters), and per verify step (one
+    request in one step) the number of drafts accepted (a histogram with a bucket per count)."""
+    yield CounterMetricFamily("pagedserve_spec_decode_draft_tokens",
+                              "Draft tokens verified by speculative decoding.", value=stats.num_draft_tokens)
+    yield CounterMetricFamily("pagedserve_spec_decode_accepted_tokens",
+                              "Draft tokens the model accepted.", value=stats.num_accepted_draft_tokens)
+    buckets, cumulative = [], 0
+    for length, count in enumerate(stats.acceptance_length_counts):
+        cumulative += count
+        buckets.append((str(float(length)), cumulative))
+    buckets.append(("+Inf", cumulative))
+    yield HistogramMetricFamily("pagedserve_spec_decode_acceptance_length",
+                                "Drafts accepted per verify step (one request in one step with drafts).",
+                                buckets=buckets, sum_value=stats.num_accepted_draft_tokens)
 
 
 class ServerMetrics:

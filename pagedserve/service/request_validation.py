@@ -15,7 +15,8 @@ from typing import Optional
 from pagedserve.engine.engine_request import EngineRequest
 from pagedserve.model.tokenizer import Tokenizer, max_input_bytes
 from pagedserve.proto.pagedserve.v1 import pagedserve_pb2 as pb
-from pagedserve.sampling_params import InvalidRequestError, SamplingParams
+from pagedserve.sampling_params import (MAX_DRAFT_TOKENS, SPECULATIVE_AUTO, SPECULATIVE_OFF, InvalidRequestError,
+                                        SamplingParams)
 from pagedserve.structured.constraint import Constraint
 
 MAX_STOP_STRINGS = 16
@@ -209,7 +210,25 @@ def sampling_params(request: pb.GenerateRequest, num_prompt_tokens: int, limits:
         frequency_penalty=penalties["frequency_penalty"], seed=s.seed if s.HasField("seed") else None,
         max_tokens=max_tokens, stop=tuple(t.stop), stop_token_ids=tuple(stop_token_ids),
         ignore_eos=t.ignore_eos, logprobs=request.logprobs, constraint=constraint(request),
+        speculative=speculative(request.speculative),
     )
+
+
+def speculative(options: pb.SpeculativeOptions) -> int:
+    """`SamplingParams.speculative` of the request's speculative options."""
+    mode, k = options.mode, options.num_draft_tokens
+    if mode not in (pb.SPECULATIVE_MODE_UNSPECIFIED, pb.SPECULATIVE_MODE_OFF, pb.SPECULATIVE_MODE_AUTO,
+                    pb.SPECULATIVE_MODE_FIXED):
+        raise _bad("speculative.mode", f"unknown mode {mode}")
+    if mode == pb.SPECULATIVE_MODE_FIXED:
+        if not 1 <= k <= MAX_DRAFT_TOKENS:
+            raise _bad("speculative.num_draft_tokens",
+                       f"must be in [1, {MAX_DRAFT_TOKENS}] with SPECULATIVE_MODE_FIXED, got {k}")
+        return k
+    if k != 0:
+        raise _bad("speculative.num_draft_tokens",
+                   f"only SPECULATIVE_MODE_FIXED takes a number of draft tokens, got {k}")
+    return SPECULATIVE_OFF if mode == pb.SPECULATIVE_MODE_OFF else SPECULATIVE_AUTO
 
 
 def check_request_id(request_id: str, field: str = "request_id") -> str:

@@ -7,7 +7,11 @@ rows that need them and samples (penalties read the history it holds).
 
 The step's `blocks_to_copy` are copied before the forward. A request whose prompt this step
 completes with `fork_request_ids` (its other choices) has its logits row sampled once per choice,
-each with the choice's own parameters and seed (`_sampling_rows`).
+each with the choice's own parameters and seed (`draft_verification.sampling_rows`).
+
+Speculative decoding: a request's drafts are appended to its chunk, it samples at every draft
+position and keeps the tokens up to the first draft the model disagrees with
+(`draft_verification`); then the proposer guesses the next drafts of the requests that asked.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pagedserve.model.loader import LoadedModel
 from pagedserve.model.sampler import Sampler
 from pagedserve.scheduler.step_io import RunnerOutput, SchedulerOutput
 from pagedserve.structured import token_mask
+from pagedserve.spec.proposer import DraftProposer
+from pagedserve.worker import draft_verification
 from pagedserve.worker.batch_metadata import SequenceChunk, build_metadata
 from pagedserve.worker.request_state import RequestStates
 
@@ -30,7 +36,7 @@ from pagedserve.worker.request_state import RequestStates
 class ModelRunnerImpl:
     """Implements `scheduler.step_io.ModelRunner` for a loaded GGUF model."""
 
-    def __init__(self, model: LoadedModel, kv_spec: KVCacheSpec, seed: int):
+    def __init__(self, model: LoadedModel, kv_spec: KVCacheSpec, seed: int, proposer: DraftProposer | None = None):
         self.model = model
         self.kv_spec = kv_spec
         self.kv_store = KVStore(kv_spec)
@@ -39,6 +45,7 @@ class ModelRunnerImpl:
         self.seed = seed
         self.states = RequestStates(kv_spec.num_groups, self._default_seed, self._new_matcher)
         self.mask_stats = token_mask.MaskStats()
+        self.proposer = proposer  # speculative decoding's drafts (None: the runner proposes none)
 
     def _new_matcher(self, constraint):
         # Cached by the compiler: the front end compiled it already (off the step), this copies it.
@@ -54,11 +61,8 @@ class ModelRunnerImpl:
         reqs = scheduler_output.scheduled
         if not reqs:
             return RunnerOutput(sampled={})
-        chunks = [
-            SequenceChunk(state.token_ids.ids[r.start_position:r.start_position + r.num_new_tokens],
-                          r.start_position, state.block_table_rows())
-            for state, r in zip(states, reqs)
-        ]
+        chunks = [SequenceChunk(_chunk_token_ids(state, r), r.start_position, state.block_table_rows())
+                  for state, r in zip(states, reqs)]
         token_ids, meta = build_metadata(chunks, self.kv_spec.block_size, self.kv_spec.num_groups)
         self.kv_store.copy_blocks(scheduler_output.blocks_to_copy)
         # Structured output: the masks of this step's constrained samples fill while the forward runs.
@@ -77,7 +81,12 @@ class ModelRunnerImpl:
 
         sample_idx = [s for s, r in enumerate(reqs) if r.sample]
         logprob_idx = [s for s, r in enumerate(reqs) if r.want_prompt_logprobs]
-        rows: list[int] = [int(qsl[s + 1]) - 1 for s in sample_idx]
+        # A request with d drafts samples at its last d + 1 positions, in order.
+        draft_ids = [reqs[s].draft_token_ids for s in sample_idx]
+        rows: list[int] = []
+        for s, drafts in zip(sample_idx, draft_ids):
+            rows.extend(range(int(qsl[s + 1]) - 1 - len(drafts), int(qsl[s + 1])))
+        num_sample_rows = len(rows)
         prompt_rows: dict[int, tuple[int, int]] = {}
         for s in logprob_idx:
             prompt_rows[s] = (len(rows), int(qsl[s + 1] - qsl[s]))
@@ -87,46 +96,54 @@ class ModelRunnerImpl:
             return output
         logits = self.transformer.logits(hidden[np.asarray(rows)])
         if sample_idx:
-            chosen = [states[s] for s in sample_idx]
-            row_of, ids, params, prompts, outputs, seeds = self._sampling_rows(
-                [(state, reqs[s].fork_request_ids) for state, s in zip(chosen, sample_idx)])
-            sample_logits = np.ascontiguousarray(logits[:len(sample_idx)])
-            if pending_masks is not None:  # disallowed tokens -inf before the sampler (forks inherit it)
-                pending_masks.apply(sample_logits, [i for i, state in enumerate(chosen) if state.matcher is not None])
-            # Forked choices repeat their parent's row, so a row is gathered (a copy) when there are any.
-            rows_to_sample = sample_logits if len(row_of) == len(sample_idx) else sample_logits[row_of]
-            sampled = self.sampler.sample(rows_to_sample, params, prompts, outputs, seeds)
-            output.sampled.update(zip(ids, sampled))
-            for state, tok in zip(chosen, sampled):  # the first len(chosen) rows are the states' own
-                if state.matcher is not None:
-                    token_mask.advance(state.matcher, tok.token_id)
+            self._sample(logits[:num_sample_rows], [states[s] for s in sample_idx], [reqs[s] for s in sample_idx],
+                         output, pending_masks)
         for s, (start, n) in prompt_rows.items():
             k = max(1, states[s].sampling_params.prompt_logprobs)
             block = np.ascontiguousarray(logits[start:start + n])
             output.prompt_logprobs[reqs[s].request_id] = Sampler.prompt_logprobs(block, k)
         return output
 
-    def _sampling_rows(self, sampling):
-        """One sampler row per (state, fork ids) to sample, then one more per forked choice.
+    def _sample(self, logits: np.ndarray, chosen, scheduled, output: RunnerOutput, pending_masks) -> None:
+        """Sample the requests `chosen` (their rows of logits [num_rows, V] in order, d + 1 rows for
+        a request with d drafts), verify drafts, fork choices, propose drafts; results into `output`."""
+        draft_ids = [r.draft_token_ids for r in scheduled]
+        starts = draft_verification.first_rows([len(d) for d in draft_ids])
+        plan = draft_verification.sampling_rows(chosen, draft_ids, [r.fork_request_ids for r in scheduled],
+                                                self.states.seed_for)
+        sample_logits = np.ascontiguousarray(logits)
+        if pending_masks is not None:  # structured output: disallowed tokens -inf before the sampler (forks inherit it)
+            pending_masks.apply(sample_logits, [starts[i] for i, state in enumerate(chosen) if state.matcher is not None])
+        # Forked choices repeat their parent's row, so a row is gathered (a copy) when there are any.
+        rows_to_sample = sample_logits if len(plan.row_of) == len(sample_logits) else sample_logits[plan.row_of]
+        sampled = self.sampler.sample(rows_to_sample, plan.params, plan.prompts, plan.outputs, plan.seeds)
+        num_own_rows = len(sample_logits)
+        output.sampled.update(zip(plan.ids[num_own_rows:], sampled[num_own_rows:]))  # forked choices
+        proposing = []
+        for state, r, start in zip(chosen, scheduled, starts):
+            first, extra = draft_verification.accept(sampled, start, r.draft_token_ids)
+            output.sampled[state.request_id] = first
+            if r.draft_token_ids:
+                output.extra_sampled[state.request_id] = extra
+            if state.matcher is not None:  # never with drafts (the scheduler gives constrained requests none)
+                token_mask.advance(state.matcher, first.token_id)
+            if r.num_drafts_to_propose > 0 and self.proposer is not None:
+                new_ids = np.fromiter((t.token_id for t in (first, *extra)), np.int32, 1 + len(extra))
+                proposing.append((state, r.num_drafts_to_propose, new_ids))
+        if proposing:
+            proposals = self.proposer.propose(
+                [state.request_id for state, _, _ in proposing],
+                [np.concatenate((state.token_ids.ids, new_ids)) for state, _, new_ids in proposing],
+                [n for _, n, _ in proposing])
+            for (state, _, _), drafts in zip(proposing, proposals):
+                if len(drafts):
+                    output.draft_token_ids[state.request_id] = [int(t) for t in drafts]
 
-        Returns parallel lists: logits row index, the id the token is returned under, sampling
-        params, prompt ids, output ids, seed. Choice i of a fork samples from its parent's row with
-        `for_choice(i)` params and the seed its own id gives it, as a request of that id would.
-        """
-        row_of, ids, params, prompts, outputs, seeds = [], [], [], [], [], []
-        for row, (state, fork_request_ids) in enumerate(sampling):
-            row_of.append(row)
-            ids.append(state.request_id)
-            params.append(state.sampling_params)
-            prompts.append(state.prompt_token_ids)
-            outputs.append(state.output_token_ids)
-            seeds.append(state.seed)
-        for row, (state, fork_request_ids) in enumerate(sampling):
-            for index, choice_id in enumerate(fork_request_ids, start=1):
-                row_of.append(row)
-                ids.append(choice_id)
-                params.append(state.sampling_params.for_choice(index))
-                prompts.append(state.prompt_token_ids)
-                outputs.append(state.output_token_ids)  # empty: the prompt was just completed
-                seeds.append(self.states.seed_for(choice_id))
-        return row_of, ids, params, prompts, outputs, seeds
+
+def _chunk_token_ids(state, scheduled) -> np.ndarray:
+    """The chunk's tokens: the request's own from start_position on, then its drafts."""
+    start, num_known = scheduled.start_position, scheduled.num_known_tokens
+    own = state.token_ids.ids[start:start + num_known]  # [num_known] int32 view
+    if not scheduled.draft_token_ids:
+        return own
+    return np.concatenate((own, np.asarray(scheduled.draft_token_ids, np.int32)))

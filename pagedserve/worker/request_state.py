@@ -84,8 +84,8 @@ class CachedRequestState:
             if num_null > self.num_null_blocks[g]:
                 table.ids[self.num_null_blocks[g]:num_null] = NULL_BLOCK_ID
                 self.num_null_blocks[g] = num_null
-        end = scheduled.start_position + scheduled.num_new_tokens
-        if end > self.num_tokens:
+        end = scheduled.start_position + scheduled.num_known_tokens  # drafts are not the request's yet
+        if end > self.num_tokens or (scheduled.draft_token_ids and end != self.num_tokens):
             raise ValueError(f"request {self.request_id}: a chunk up to position {end} but the runner "
                              f"holds {self.num_tokens} tokens")
 

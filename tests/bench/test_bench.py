@@ -90,6 +90,23 @@ def test_bench_honours_engine_flags(smollm2_model, monkeypatch, capsys):
     assert result["concurrency"]["n"] == 2 and result["concurrency"]["generated_tokens"] == 4
     assert result["shared_prefix"]["prefix_hit_tokens"] == 0  # prefix caching is off
     assert result["shared_prefix"]["prefill_tokens_computed"] == 2 * 44
+    assert result["speculative"]["method"] == "off" and result["speculative"]["draft_tokens"] == 0
+
+
+def test_bench_json_reports_speculative_decoding(smollm2_model, monkeypatch, capsys):
+    import pagedserve.engine.engine_factory as factory
+    from pagedserve.cli.main import main
+
+    monkeypatch.setattr(factory, "load_model", lambda path: smollm2_model)
+    assert main(["--log-level", "WARNING", "bench", "--bandwidth-probe-mib", "0", "--json", "--prefill-tokens", "0",
+                 "--batch-sizes", "1", "--repeats", "1", "--decode-tokens", "24", "--prompt-tokens", "8",
+                 "--num-kv-blocks", "32", "--max-step-ms", "0", "--speculative", "ngram", "--num-draft-tokens", "3",
+                 "--prompt-lookup-min", "1"]) == 0
+    spec = json.loads(capsys.readouterr().out)["speculative"]
+    assert (spec["method"], spec["num_draft_tokens"]) == ("ngram", 3)
+    counts = spec["acceptance_length_counts"]
+    assert sum(a * c for a, c in enumerate(counts)) == spec["accepted_tokens"] <= spec["draft_tokens"]
+    assert spec["draft_tokens"] > 0  # a random prompt decoded greedily soon repeats itself
 
 
 def test_bench_runs_with_an_f16_kv_cache(smollm2_model, monkeypatch, capsys):

@@ -37,6 +37,11 @@ NON_DEFAULT = {
     "threads": (2, "2"),
     "scheduling_policy": ("priority", "priority"),
     "seed": (7, "7"),
+    "speculative": ("ngram", "ngram"),
+    "num_draft_tokens": (6, "6"),
+    "speculative_max_batch_tokens": (8, "8"),
+    "prompt_lookup_min": (1, "1"),
+    "prompt_lookup_max": (5, "5"),
 }
 
 
@@ -96,6 +101,12 @@ def test_bad_values_are_refused_naming_the_option():
         EngineArgs.from_cli_args(parse("serve", "--kv-cache-memory", "lots"))
     with pytest.raises(ValueError, match="threads"):
         EngineArgs(threads=0)
+    with pytest.raises(SystemExit):
+        parse("serve", "--speculative", "eagle")
+    with pytest.raises(ValueError, match="num_draft_tokens"):
+        EngineArgs(num_draft_tokens=0)
+    with pytest.raises(ValueError, match="prompt_lookup_min"):
+        EngineArgs(prompt_lookup_min=5, prompt_lookup_max=4)
 
 
 def test_config_and_spec_from_default_args_agree_with_the_args():
@@ -104,10 +115,14 @@ def test_config_and_spec_from_default_args_agree_with_the_args():
     config = args.create_engine_config(spec, context_length=8192, stop_ids=[2])
     shared = {f.name for f in dataclasses.fields(EngineConfig)} & {f.name for f in dataclasses.fields(EngineArgs)}
     assert shared == {"max_num_batched_tokens", "max_num_seqs", "max_waiting", "long_prefill_token_threshold",
-                      "enable_prefix_caching", "scheduling_policy", "max_model_len"}
+                      "enable_prefix_caching", "scheduling_policy", "max_model_len",
+                      "speculative_max_batch_tokens"}
     for name in shared - {"max_model_len"}:
         assert getattr(config, name) == getattr(args, name), name
     assert config.max_model_len == 8192 and config.stop_ids == frozenset({2})  # unset: the model's context
+    assert config.num_speculative_tokens == 0  # speculation is off by default
+    on = dataclasses.replace(args, speculative="ngram", num_draft_tokens=3)
+    assert on.create_engine_config(spec, context_length=8192, stop_ids=[2]).num_speculative_tokens == 3
     assert (spec.block_size, spec.kv_dtype) == (args.block_size, args.kv_dtype)
     budget = parse_memory(args.kv_cache_memory)
     assert spec.total_bytes <= budget < spec.total_bytes + sum(spec.bytes_per_block)  # as many blocks as fit

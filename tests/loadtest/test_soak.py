@@ -52,3 +52,24 @@ def test_plans_are_seeded_with_exact_fractions():
 def test_refuses_non_loopback_targets(args, capsys):
     assert main(args) == 2
     assert "refusing to load-test" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_soak_with_speculation_leaves_no_blocks(make_engine, smollm2_model, capsys):
+    """The cancellation storm with speculative decoding on (drafts of every request in flight)."""
+    engine = make_engine(max_num_seqs=6, speculative="ngram", num_draft_tokens=4, prompt_lookup_min=1)
+    server = ServerThread(test_options(), engine, smollm2_model)
+    try:
+        metrics_url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+        code = main(["--address", server.address, "--metrics-url", metrics_url, "--num-requests", "30",
+                     "--concurrency", "10", "--cancel-fraction", "0.4", "--deadline-fraction", "0.1", "--seed", "1"])
+        out, err = capsys.readouterr()
+        summary = json.loads(out)
+        assert code == 0, err
+        assert summary["blocks_used_after"] == 0 and summary["internal_errors"] == 0 and summary["unexpected"] == 0
+        assert summary["by_code"].get("CANCELLED", 0) >= 1
+        wait_until(lambda: server.engine.stats().num_running == 0 and server.engine.stats().num_waiting == 0, 5)
+        stats = server.engine.stats()
+        assert stats.num_blocks_used_all_groups == 0 and stats.num_draft_tokens > 0
+    finally:
+        server.close()

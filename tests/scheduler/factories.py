@@ -90,6 +90,11 @@ class FakeRunner:
         self.fail_on_call: int | None = None
         self.batches: list[list[tuple[str, int, int]]] = []  # (request_id, start, num_tokens)
         self.outputs: list[SchedulerOutput] = []
+        # Speculative decoding: proposer(request_id, context ids, n) -> drafts (None: proposes none).
+        # Drafts are verified by the same rule as real tokens: accepted while each equals the token
+        # the 'model' gives after the context and the drafts before it.
+        self.proposer = None
+        self.max_lookahead = config.num_speculative_tokens  # a table may hold rejected drafts' slots
 
     def execute(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
         self.num_calls += 1
@@ -112,13 +117,14 @@ class FakeRunner:
                 self.kv[g][dst] = list(self.kv[g][src])
         self.batches.append([(r.request_id, r.start_position, r.num_new_tokens) for r in scheduler_output.scheduled])
         sampled, prompt_logprobs = {}, {}
+        extra_sampled, draft_token_ids = {}, {}
         for r, state in zip(scheduler_output.scheduled, states):
             end = r.start_position + r.num_new_tokens
-            context = state.token_ids.ids.tolist()
+            context = state.token_ids.ids.tolist() + list(r.draft_token_ids)  # drafts: at the chunk's end
             new_token_ids = context[r.start_position : end]
             for g, table in enumerate(state.block_table_rows()):
                 table = table.tolist()
-                assert len(table) == -(-end // bs), (r.request_id, g, table, end)
+                assert -(-end // bs) <= len(table) <= -(-(end + self.max_lookahead) // bs), (r.request_id, g, table, end)
                 assert 0 not in table[(max(0, r.start_position - self.windows[g] + 1) if self.windows[g] else 0) // bs :]
                 for offset, token in enumerate(new_token_ids):
                     p = r.start_position + offset
@@ -133,16 +139,29 @@ class FakeRunner:
                 ]
             if r.sample:
                 script = self.script.get(r.request_id)
-                if script is not None:
-                    token = script[len(state.output_token_ids)]
-                else:
-                    token = sum(context) % VOCAB_SIZE
+                num_outputs = len(state.output_token_ids)
+                known = context[:len(context) - len(r.draft_token_ids)]
+                tokens = []
+                for j in range(len(r.draft_token_ids) + 1):  # accept drafts while they equal the 'model'
+                    if script is not None:
+                        tokens.append(script[num_outputs + j])
+                    else:
+                        tokens.append(sum(known + list(r.draft_token_ids[:j])) % VOCAB_SIZE)
+                    if j == len(r.draft_token_ids) or tokens[j] != r.draft_token_ids[j]:
+                        break
+                token = tokens[0]
                 sampled[r.request_id] = SampledToken(token, -0.5, [(token, -0.5)])
+                if r.draft_token_ids:
+                    extra_sampled[r.request_id] = [SampledToken(t, -0.5, [(t, -0.5)]) for t in tokens[1:]]
+                if r.num_drafts_to_propose and self.proposer is not None:
+                    drafts = self.proposer(r.request_id, known + tokens, r.num_drafts_to_propose)
+                    if drafts:
+                        draft_token_ids[r.request_id] = list(drafts)
                 for choice_id in r.fork_request_ids:  # other choices: their own script, or the same rule
                     choice_script = self.script.get(choice_id)
                     choice_token = choice_script[0] if choice_script is not None else token
                     sampled[choice_id] = SampledToken(choice_token, -0.5, [(choice_token, -0.5)])
-        return RunnerOutput(sampled, prompt_logprobs)
+        return RunnerOutput(sampled, prompt_logprobs, extra_sampled, draft_token_ids)
 
 
 def expected_tokens(prompt: Sequence[int], max_tokens: int) -> list[int]:

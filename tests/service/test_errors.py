@@ -68,6 +68,13 @@ BAD_REQUESTS = {
     "text larger than any prompt": (gen(text="ab" * (8192 * 64) + "c"),
                                     "text: the input has 1048577 bytes; no prompt that fits max_model_len=8192 "
                                     "tokens is longer than 1048576 bytes"),
+    "speculative k with auto": (gen(speculative=pb.SpeculativeOptions(mode=pb.SPECULATIVE_MODE_AUTO, num_draft_tokens=3)),
+                                "speculative.num_draft_tokens: only SPECULATIVE_MODE_FIXED takes a number of draft tokens"),
+    "speculative fixed 0": (gen(speculative=pb.SpeculativeOptions(mode=pb.SPECULATIVE_MODE_FIXED)),
+                            "speculative.num_draft_tokens: must be in [1, 16] with SPECULATIVE_MODE_FIXED, got 0"),
+    "speculative fixed 17": (gen(speculative=pb.SpeculativeOptions(mode=pb.SPECULATIVE_MODE_FIXED, num_draft_tokens=17)),
+                             "speculative.num_draft_tokens: must be in [1, 16] with SPECULATIVE_MODE_FIXED, got 17"),
+    "speculative unknown mode": (gen(speculative=pb.SpeculativeOptions(mode=9)), "speculative.mode: unknown mode 9"),
     "chat larger than any prompt": (gen(chat=pb.ChatMessages(messages=[
                                         pb.ChatMessage(role="user", content="\u00e9" * (8192 * 64 + 1))])),
                                     "chat: the input has 1048582 bytes"),

@@ -42,8 +42,43 @@ def test_scraped_metrics_agree_with_engine_stats(served):
     for reason in FINISH_REASONS:
         assert value(samples, "pagedserve_requests_finished_total", reason=reason) == \
             stats.num_finished_by_reason.get(reason, 0)
+    assert value(samples, "pagedserve_spec_decode_draft_tokens_total") == stats.num_draft_tokens == 0  # off
+    assert value(samples, "pagedserve_spec_decode_accepted_tokens_total") == 0
+    assert value(samples, "pagedserve_spec_decode_acceptance_length_count") == 0
     for family in served.scrape_families():
         assert family.name.startswith("pagedserve_"), family.name
+
+
+def test_speculative_metrics_from_engine_stats():
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pagedserve.scheduler.engine_stats import EngineStats
+    from pagedserve.service.metrics import spec_decode_metrics
+
+    stats = EngineStats(num_running=0, num_waiting=0, num_preemptions=0, num_blocks_used=(0,), num_blocks_free=(1,),
+                        num_blocks_total=(1,), kv_bytes_per_token=1, num_prefix_queried_tokens=0,
+                        num_prefix_hit_tokens=0, num_window_freed_blocks=0, num_prefill_tokens_last_step=0,
+                        num_decode_tokens_last_step=0, last_step_time_s=0.0, num_steps=0,
+                        num_draft_tokens=20, num_accepted_draft_tokens=9, acceptance_length_counts=(3, 1, 0, 2, 1))
+
+    class Collector:
+        def collect(self):
+            return spec_decode_metrics(stats)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in family.samples}
+    assert samples[("pagedserve_spec_decode_draft_tokens_total", ())] == 20
+    assert samples[("pagedserve_spec_decode_accepted_tokens_total", ())] == 9
+    buckets = [samples[("pagedserve_spec_decode_acceptance_length_bucket", (("le", le),))]
+               for le in ("0.0", "1.0", "2.0", "3.0", "4.0", "+Inf")]
+    assert buckets == [3, 4, 4, 6, 7, 7]  # cumulative
+    assert samples[("pagedserve_spec_decode_acceptance_length_count", ())] == 7
+    assert samples[("pagedserve_spec_decode_acceptance_length_sum", ())] == 9  # 1 + 2 * 3 + 4
 
 
 def test_request_metrics_count_one_request_exactly(served):

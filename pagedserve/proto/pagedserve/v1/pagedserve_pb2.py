@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epagedserve/v1/pagedserve.proto\x12\rpagedserve.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"e\n\x0c\x43hatMessages\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.pagedserve.v1.ChatMessage\x12\'\n\x1f\x61llow_special_tokens_in_content\x18\x02 \x01(\x08\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\x80\x02\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05min_p\x18\x04 \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\x06 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x07 \x01(\x02\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"s\n\x0fStoppingOptions\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x02 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x03 \x03(\r\x12\x12\n\nignore_eos\x18\x04 \x01(\x08\x42\r\n\x0b_max_tokens\"\xab\x03\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x17.pagedserve.v1.TokenIdsH\x00\x12+\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x1b.pagedserve.v1.ChatMessagesH\x00\x12\x30\n\x08sampling\x18\x05 \x01(\x0b\x32\x1e.pagedserve.v1.SamplingOptions\x12\x30\n\x08stopping\x18\x06 \x01(\x0b\x32\x1e.pagedserve.v1.StoppingOptions\x12\x10\n\x08logprobs\x18\x07 \x01(\x05\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x15\n\x0bjson_schema\x18\x14 \x01(\tH\x01\x12\x0f\n\x05regex\x18\x15 \x01(\tH\x01\x12\x11\n\x07grammar\x18\x16 \x01(\tH\x01\x12(\n\x06\x63hoice\x18\x17 \x01(\x0b\x32\x16.pagedserve.v1.ChoicesH\x01\x12\x15\n\x0bjson_object\x18\x18 \x01(\x08H\x01\x42\x07\n\x05inputB\x0c\n\nconstraint\"\x19\n\x07\x43hoices\x12\x0e\n\x06values\x18\x01 \x03(\t\"1\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\"n\n\x16GeneratedTokenLogprobs\x12*\n\x05token\x18\x01 \x01(\x0b\x32\x1b.pagedserve.v1.TokenLogprob\x12(\n\x03top\x18\x02 \x03(\x0b\x32\x1b.pagedserve.v1.TokenLogprob\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\\\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"\xc1\x02\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x37\n\x08logprobs\x18\x04 \x03(\x0b\x32%.pagedserve.v1.GeneratedTokenLogprobs\x12\x32\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1b.pagedserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x06 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\t \x01(\rH\x00\x12#\n\x05usage\x18\x07 \x01(\x0b\x32\x14.pagedserve.v1.Usage\x12\'\n\x07timings\x18\x08 \x01(\x0b\x32\x16.pagedserve.v1.TimingsB\r\n\x0bstop_reason\"\x8f\x01\n\x0fTokenizeRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12+\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x1b.pagedserve.v1.ChatMessagesH\x00\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08H\x01\x88\x01\x01\x42\x07\n\x05inputB\x15\n\x13_add_special_tokens\"%\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\"C\n\x11\x44\x65tokenizeRequest\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x1b\n\x13skip_special_tokens\x18\x02 \x01(\x08\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x12\n\x10ModelInfoRequest\"\xf9\x01\n\x0cServerLimits\x12\x15\n\rmax_model_len\x18\x01 \x01(\r\x12\x19\n\x11max_prompt_tokens\x18\t \x01(\r\x12\x18\n\x10max_tokens_limit\x18\x02 \x01(\r\x12\x14\n\x0cmax_num_seqs\x18\x03 \x01(\r\x12\x13\n\x0bmax_waiting\x18\x04 \x01(\r\x12\x1e\n\x16max_num_batched_tokens\x18\x05 \x01(\r\x12\x18\n\x10max_stop_strings\x18\x06 \x01(\r\x12\x1d\n\x15max_stop_string_chars\x18\x07 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\r\"\x9f\x02\n\x11ModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\x12\x12\n\nvocab_size\x18\x04 \x01(\r\x12\x15\n\rweight_format\x18\x05 \x01(\t\x12\x10\n\x08kv_dtype\x18\x06 \x01(\t\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x18\n\x10num_blocks_total\x18\x08 \x01(\r\x12\x17\n\x0f\x62ytes_per_block\x18\t \x01(\x04\x12\x17\n\x0fsliding_windows\x18\n \x03(\r\x12+\n\x06limits\x18\x0b \x01(\x0b\x32\x1b.pagedserve.v1.ServerLimits\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\x8f\x03\n\nPagedServe\x12M\n\x08Generate\x12\x1e.pagedserve.v1.GenerateRequest\x1a\x1f.pagedserve.v1.GenerateResponse0\x01\x12K\n\x08Tokenize\x12\x1e.pagedserve.v1.TokenizeRequest\x1a\x1f.pagedserve.v1.TokenizeResponse\x12Q\n\nDetokenize\x12 .pagedserve.v1.DetokenizeRequest\x1a!.pagedserve.v1.DetokenizeResponse\x12N\n\tModelInfo\x12\x1f.pagedserve.v1.ModelInfoRequest\x1a .pagedserve.v1.ModelInfoResponse\x12\x42\n\x05\x41\x62ort\x12\x1b.pagedserve.v1.AbortRequest\x1a\x1c.pagedserve.v1.AbortResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epagedserve/v1/pagedserve.proto\x12\rpagedserve.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"e\n\x0c\x43hatMessages\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.pagedserve.v1.ChatMessage\x12\'\n\x1f\x61llow_special_tokens_in_content\x18\x02 \x01(\x08\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\x80\x02\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05min_p\x18\x04 \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\x06 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x07 \x01(\x02\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"s\n\x0fStoppingOptions\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x02 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x03 \x03(\r\x12\x12\n\nignore_eos\x18\x04 \x01(\x08\x42\r\n\x0b_max_tokens\"\xe3\x03\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12,\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x17.pagedserve.v1.TokenIdsH\x00\x12+\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x1b.pagedserve.v1.ChatMessagesH\x00\x12\x30\n\x08sampling\x18\x05 \x01(\x0b\x32\x1e.pagedserve.v1.SamplingOptions\x12\x30\n\x08stopping\x18\x06 \x01(\x0b\x32\x1e.pagedserve.v1.StoppingOptions\x12\x10\n\x08logprobs\x18\x07 \x01(\x05\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x36\n\x0bspeculative\x18\t \x01(\x0b\x32!.pagedserve.v1.SpeculativeOptions\x12\x15\n\x0bjson_schema\x18\x14 \x01(\tH\x01\x12\x0f\n\x05regex\x18\x15 \x01(\tH\x01\x12\x11\n\x07grammar\x18\x16 \x01(\tH\x01\x12(\n\x06\x63hoice\x18\x17 \x01(\x0b\x32\x16.pagedserve.v1.ChoicesH\x01\x12\x15\n\x0bjson_object\x18\x18 \x01(\x08H\x01\x42\x07\n\x05inputB\x0c\n\nconstraint\"\\\n\x12SpeculativeOptions\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.pagedserve.v1.SpeculativeMode\x12\x18\n\x10num_draft_tokens\x18\x02 \x01(\x05\"\x19\n\x07\x43hoices\x12\x0e\n\x06values\x18\x01 \x03(\t\"1\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\"n\n\x16GeneratedTokenLogprobs\x12*\n\x05token\x18\x01 \x01(\x0b\x32\x1b.pagedserve.v1.TokenLogprob\x12(\n\x03top\x18\x02 \x03(\x0b\x32\x1b.pagedserve.v1.TokenLogprob\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\\\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"\xc1\x02\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x37\n\x08logprobs\x18\x04 \x03(\x0b\x32%.pagedserve.v1.GeneratedTokenLogprobs\x12\x32\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1b.pagedserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x06 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\t \x01(\rH\x00\x12#\n\x05usage\x18\x07 \x01(\x0b\x32\x14.pagedserve.v1.Usage\x12\'\n\x07timings\x18\x08 \x01(\x0b\x32\x16.pagedserve.v1.TimingsB\r\n\x0bstop_reason\"\x8f\x01\n\x0fTokenizeRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12+\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x1b.pagedserve.v1.ChatMessagesH\x00\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08H\x01\x88\x01\x01\x42\x07\n\x05inputB\x15\n\x13_add_special_tokens\"%\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\"C\n\x11\x44\x65tokenizeRequest\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x1b\n\x13skip_special_tokens\x18\x02 \x01(\x08\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x12\n\x10ModelInfoRequest\"\xf9\x01\n\x0cServerLimits\x12\x15\n\rmax_model_len\x18\x01 \x01(\r\x12\x19\n\x11max_prompt_tokens\x18\t \x01(\r\x12\x18\n\x10max_tokens_limit\x18\x02 \x01(\r\x12\x14\n\x0cmax_num_seqs\x18\x03 \x01(\r\x12\x13\n\x0bmax_waiting\x18\x04 \x01(\r\x12\x1e\n\x16max_num_batched_tokens\x18\x05 \x01(\r\x12\x18\n\x10max_stop_strings\x18\x06 \x01(\r\x12\x1d\n\x15max_stop_string_chars\x18\x07 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\r\"\x9f\x02\n\x11ModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\x12\x12\n\nvocab_size\x18\x04 \x01(\r\x12\x15\n\rweight_format\x18\x05 \x01(\t\x12\x10\n\x08kv_dtype\x18\x06 \x01(\t\x12\x12\n\nblock_size\x18\x07 \x01(\r\x12\x18\n\x10num_blocks_total\x18\x08 \x01(\r\x12\x17\n\x0f\x62ytes_per_block\x18\t \x01(\x04\x12\x17\n\x0fsliding_windows\x18\n \x03(\r\x12+\n\x06limits\x18\x0b \x01(\x0b\x32\x1b.pagedserve.v1.ServerLimits\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08*\x84\x01\n\x0fSpeculativeMode\x12 \n\x1cSPECULATIVE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14SPECULATIVE_MODE_OFF\x10\x01\x12\x19\n\x15SPECULATIVE_MODE_AUTO\x10\x02\x12\x1a\n\x16SPECULATIVE_MODE_FIXED\x10\x03*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\x8f\x03\n\nPagedServe\x12M\n\x08Generate\x12\x1e.pagedserve.v1.GenerateRequest\x1a\x1f.pagedserve.v1.GenerateResponse0\x01\x12K\n\x08Tokenize\x12\x1e.pagedserve.v1.TokenizeRequest\x1a\x1f.pagedserve.v1.TokenizeResponse\x12Q\n\nDetokenize\x12 .pagedserve.v1.DetokenizeRequest\x1a!.pagedserve.v1.DetokenizeResponse\x12N\n\tModelInfo\x12\x1f.pagedserve.v1.ModelInfoRequest\x1a .pagedserve.v1.ModelInfoResponse\x12\x42\n\x05\x41\x62ort\x12\x1b.pagedserve.v1.AbortRequest\x1a\x1c.pagedserve.v1.AbortResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pagedserve.v1.pagedserve_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=2648
-  _globals['_FINISHREASON']._serialized_end=2768
+  _globals['_SPECULATIVEMODE']._serialized_start=2799
+  _globals['_SPECULATIVEMODE']._serialized_end=2931
+  _globals['_FINISHREASON']._serialized_start=2933
+  _globals['_FINISHREASON']._serialized_end=3053
   _globals['_CHATMESSAGE']._serialized_start=49
   _globals['_CHATMESSAGE']._serialized_end=93
   _globals['_CHATMESSAGES']._serialized_start=95
@@ -44,37 +46,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOPPINGOPTIONS']._serialized_start=482
   _globals['_STOPPINGOPTIONS']._serialized_end=597
   _globals['_GENERATEREQUEST']._serialized_start=600
-  _globals['_GENERATEREQUEST']._serialized_end=1027
-  _globals['_CHOICES']._serialized_start=1029
-  _globals['_CHOICES']._serialized_end=1054
-  _globals['_TOKENLOGPROB']._serialized_start=1056
-  _globals['_TOKENLOGPROB']._serialized_end=1105
-  _globals['_GENERATEDTOKENLOGPROBS']._serialized_start=1107
-  _globals['_GENERATEDTOKENLOGPROBS']._serialized_end=1217
-  _globals['_USAGE']._serialized_start=1219
-  _globals['_USAGE']._serialized_end=1306
-  _globals['_TIMINGS']._serialized_start=1308
-  _globals['_TIMINGS']._serialized_end=1400
-  _globals['_GENERATERESPONSE']._serialized_start=1403
-  _globals['_GENERATERESPONSE']._serialized_end=1724
-  _globals['_TOKENIZEREQUEST']._serialized_start=1727
-  _globals['_TOKENIZEREQUEST']._serialized_end=1870
-  _globals['_TOKENIZERESPONSE']._serialized_start=1872
-  _globals['_TOKENIZERESPONSE']._serialized_end=1909
-  _globals['_DETOKENIZEREQUEST']._serialized_start=1911
-  _globals['_DETOKENIZEREQUEST']._serialized_end=1978
-  _globals['_DETOKENIZERESPONSE']._serialized_start=1980
-  _globals['_DETOKENIZERESPONSE']._serialized_end=2014
-  _globals['_MODELINFOREQUEST']._serialized_start=2016
-  _globals['_MODELINFOREQUEST']._serialized_end=2034
-  _globals['_SERVERLIMITS']._serialized_start=2037
-  _globals['_SERVERLIMITS']._serialized_end=2286
-  _globals['_MODELINFORESPONSE']._serialized_start=2289
-  _globals['_MODELINFORESPONSE']._serialized_end=2576
-  _globals['_ABORTREQUEST']._serialized_start=2578
-  _globals['_ABORTREQUEST']._serialized_end=2612
-  _globals['_ABORTRESPONSE']._serialized_start=2614
-  _globals['_ABORTRESPONSE']._serialized_end=2646
-  _globals['_PAGEDSERVE']._serialized_start=2771
-  _globals['_PAGEDSERVE']._serialized_end=3170
+  _globals['_GENERATEREQUEST']._serialized_end=1083
+  _globals['_SPECULATIVEOPTIONS']._serialized_start=1085
+  _globals['_SPECULATIVEOPTIONS']._serialized_end=1177
+  _globals['_CHOICES']._serialized_start=1179
+  _globals['_CHOICES']._serialized_end=1204
+  _globals['_TOKENLOGPROB']._serialized_start=1206
+  _globals['_TOKENLOGPROB']._serialized_end=1255
+  _globals['_GENERATEDTOKENLOGPROBS']._serialized_start=1257
+  _globals['_GENERATEDTOKENLOGPROBS']._serialized_end=1367
+  _globals['_USAGE']._serialized_start=1369
+  _globals['_USAGE']._serialized_end=1456
+  _globals['_TIMINGS']._serialized_start=1458
+  _globals['_TIMINGS']._serialized_end=1550
+  _globals['_GENERATERESPONSE']._serialized_start=1553
+  _globals['_GENERATERESPONSE']._serialized_end=1874
+  _globals['_TOKENIZEREQUEST']._serialized_start=1877
+  _globals['_TOKENIZEREQUEST']._serialized_end=2020
+  _globals['_TOKENIZERESPONSE']._serialized_start=2022
+  _globals['_TOKENIZERESPONSE']._serialized_end=2059
+  _globals['_DETOKENIZEREQUEST']._serialized_start=2061
+  _globals['_DETOKENIZEREQUEST']._serialized_end=2128
+  _globals['_DETOKENIZERESPONSE']._serialized_start=2130
+  _globals['_DETOKENIZERESPONSE']._serialized_end=2164
+  _globals['_MODELINFOREQUEST']._serialized_start=2166
+  _globals['_MODELINFOREQUEST']._serialized_end=2184
+  _globals['_SERVERLIMITS']._serialized_start=2187
+  _globals['_SERVERLIMITS']._serialized_end=2436
+  _globals['_MODELINFORESPONSE']._serialized_start=2439
+  _globals['_MODELINFORESPONSE']._serialized_end=2726
+  _globals['_ABORTREQUEST']._serialized_start=2728
+  _globals['_ABORTREQUEST']._serialized_end=2762
+  _globals['_ABORTRESPONSE']._serialized_start=2764
+  _globals['_ABORTRESPONSE']._serialized_end=2796
+  _globals['_PAGEDSERVE']._serialized_start=3056
+  _globals['_PAGEDSERVE']._serialized_end=3455
 # @@protoc_insertion_point(module_scope)
