@@ -90,12 +90,13 @@ class RunnerOutput:
     """`sampled[request_id]` for every scheduled request with sample=True, and for every id of
     its `fork_request_ids`.
 
-    `prompt_logprobs[request_id]` (when asked): one entry per position of the chunk, the top-K
-    (id, logprob) pairs of the distribution that predicts the *next* token at that position.
+    `prompt_logprobs[request_id]` (when asked): one SampledToken per position of the chunk, for
+    the distribution that predicts the *next* token at that position: that next prompt token
+    (-1 with a NaN logprob past the prompt), its logprob, and the top-K (id, logprob) pairs.
     """
 
     sampled: dict[str, SampledToken]
-    prompt_logprobs: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)
+    prompt_logprobs: dict[str, list[SampledToken]] = field(default_factory=dict)
 
 
 class ModelRunner(Protocol):

@@ -4,6 +4,7 @@ import pytest
 
 from pagedserve.scheduler.engine import EngineConfig, LLMEngine, QueueFullError
 from pagedserve.sampling_params import InvalidRequestError, SamplingParams
+from pagedserve.sampled_token import SampledToken
 from tests.scheduler.factories import (
     FakeDetokenizer,
     FakeRunner,
@@ -174,7 +175,7 @@ def test_logprobs_only_when_asked_and_prompt_logprobs_delivered():
     plain, asked = engine.generate([p, p], [GREEDY, with_lp])
     assert plain.new_logprobs == [] and plain.prompt_logprobs is None
     assert [lp.token_id for lp in asked.new_logprobs] == asked.new_token_ids
-    assert asked.prompt_logprobs == [None] + [[(t, -float(i))] for i, t in enumerate(p[1:])]
+    assert asked.prompt_logprobs == [None] + [SampledToken(t, -float(i), [(t, -float(i))]) for i, t in enumerate(p[1:])]
 
 
 def test_stats_last_step_tokens_and_kv_bytes():
