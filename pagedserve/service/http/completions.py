@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from pagedserve.model.tokenizer import Tokenizer
 from pagedserve.sampled_token import SampledToken
@@ -55,9 +55,15 @@ class _Logprobs:
         return out
 
 
-async def create_completion(body: CompletionRequest, backend: Backend, owner: str, model_name: str):
+async def create_completion(body: CompletionRequest, backend: Backend, owner: str, model_name: str,
+                            run_off_loop: Callable[..., Awaitable[Any]]):
+    """The response to `body`; a text prompt is tokenized by `run_off_loop` (in the tokenizer
+    threads, off the event loop), token ids are only checked."""
     engine, tokenizer = backend.engine, backend.engine.tokenizer
-    request = completion_request(body, tokenizer, backend.limits)
+    if isinstance(body.prompt, str):
+        request = await run_off_loop(completion_request, body, tokenizer, backend.limits)
+    else:
+        request = completion_request(body, tokenizer, backend.limits)
     echo_text = ""
     if body.echo:
         echo_text = body.prompt if isinstance(body.prompt, str) else tokenizer.decode(request.prompt_token_ids)
