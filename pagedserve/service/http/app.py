@@ -197,7 +197,8 @@ def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, token
             if body.messages is not None:
                 rv.check_input_bytes("messages", (t for m in body.messages for t in (m.role, m.text)), backend.limits)
                 try:
-                    ids = await tokenizer_threads.run(rv.render_chat, tokenizer, chat_messages(body.messages), "messages")
+                    ids = await tokenizer_threads.run(rv.render_chat, tokenizer, chat_messages(body.messages),
+                                                      "messages")
                 except InvalidRequestError as exc:
                     raise InvalidRequestError(exc.field.replace(".messages", "", 1),
                                               str(exc).replace("messages.messages", "messages", 1)) from None

@@ -82,7 +82,8 @@ async def create_completion(body: CompletionRequest, backend: Backend, owner: st
             prompt_logprobs.append(output.prompt_logprobs)
         entries = None
         if logprobs is not None:
-            prompt = (request.prompt_token_ids, prompt_logprobs[0]) if first and echo_logprobs and prompt_logprobs else None
+            with_prompt = first and echo_logprobs and prompt_logprobs
+            prompt = (request.prompt_token_ids, prompt_logprobs[0]) if with_prompt else None
             entries = logprobs[index].of(output.new_logprobs, prompt)
         return {"index": index, "text": text, "logprobs": entries,
                 "finish_reason": r.finish_reason(output), "stop_reason": output.stop_reason if output.finished else None}
