@@ -236,3 +236,19 @@ def test_engine_config_validates():
         create_config(max_num_seqs=0)
     config = create_config(stop_ids=[2, 3])
     assert isinstance(config, EngineConfig) and config.stop_ids == frozenset({2, 3})
+
+
+def test_preempted_requests_keep_prompt_logprobs_and_resume_from_cached_blocks():
+    """Prompt logprobs are delivered once, the same as without preemption; a request resumed
+    after they were delivered may take prefix-cache hits (nothing it recomputes needs logits)."""
+    ps = prompts(4, length=9)
+    params = SamplingParams(temperature=0.0, max_tokens=14, prompt_logprobs=1)
+    roomy, _ = create_engine(num_blocks=64)
+    tight, _ = create_engine(num_blocks=12, max_num_batched_tokens=32)  # as the test above: preempts
+    expected = roomy.generate(ps, params)
+    got = tight.generate(ps, params)
+    assert tight.stats().num_preemptions > 0
+    assert [o.new_token_ids for o in got] == [o.new_token_ids for o in expected]
+    assert [o.prompt_logprobs for o in got] == [o.prompt_logprobs for o in expected]
+    assert roomy.stats().num_prefix_hit_tokens == 0  # distinct prompts, never preempted
+    assert tight.stats().num_prefix_hit_tokens > 0  # resumed requests reused their cached blocks
