@@ -39,6 +39,9 @@ class SamplingParams:
     penalties (0 = off) to output tokens only. `seed` makes sampling reproducible whatever else is
     in the batch (None: drawn from the engine's generator). `logprobs` asks for that many top
     alternatives of every sampled token (0: only the sampled token's own logprob is not returned).
+    `prompt_logprobs` (> 0) asks for every prompt token's own logprob and that many top
+    alternatives per prompt position (RequestOutput.prompt_logprobs); such a request computes its
+    whole prompt, without prefix-cache hits, since cached positions have no logits.
     `n` asks for that many independent choices of the same prompt: the prompt is computed once,
     then every choice continues from it on its own (`for_choice`); choice i with a `seed` samples
     exactly as a single request with seed + i would.

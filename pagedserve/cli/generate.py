@@ -29,7 +29,8 @@ def add_generate_parser(sub) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--logprobs", type=int, default=0, help="top-n logprobs of each sampled token")
     p.add_argument("--prompt-logprobs", type=int, default=0,
-                   help="top-K logprobs of the distribution predicting each prompt token")
+                   help="top-K logprobs of the distribution predicting each prompt token (--json: "
+                        "prompt_logprobs; each prompt token's own logprob: prompt_token_logprobs)")
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt, one per line")
     p.set_defaults(func=cmd_generate)
@@ -84,9 +85,12 @@ def cmd_generate(ns: argparse.Namespace) -> int:
             record["logprobs"] = [[[t, lp] for t, lp in tok.top_logprobs[:ns.logprobs]]
                                   for tok in out.new_logprobs]
         if ns.prompt_logprobs:
+            entries = out.prompt_logprobs or [None] * len(ids)
             record["prompt_logprobs"] = [
-                None if entry is None else [[t, lp] for t, lp in entry]
-                for entry in (out.prompt_logprobs or [None] * len(ids))
+                None if entry is None else [[t, lp] for t, lp in entry.top_logprobs]
+                for entry in entries
             ]
+            # the logprob of each prompt token itself (in the top-K list or not)
+            record["prompt_token_logprobs"] = [None if entry is None else entry.logprob for entry in entries]
         print(json.dumps(record))
     return 0

@@ -212,9 +212,12 @@ def sample_rows_serial(logits, params, num_top, out):
 
 
 @parallel_jit
-def log_softmax_topk(logits, k, out_ids, out_logprobs):
+def log_softmax_topk(logits, k, target_ids, out_ids, out_logprobs, out_target_logprobs):
     """Top-k (id, logprob) of log_softmax of each row of logits [B, V] f32, best first (ties: lower
-    id), into out_ids [B, k] int32 / out_logprobs [B, k] f32. Slots beyond V get -1 / -inf."""
+    id), into out_ids [B, k] int32 / out_logprobs [B, k] f32. Slots beyond V get -1 / -inf.
+    Also the logprob of target_ids[b] (int32 [B]) in row b into out_target_logprobs [B] f32,
+    computed as the top-k ones are (so equal to its top-k entry when it has one); a target
+    outside 0..V-1 (-1: none) gets NaN."""
     B = logits.shape[0]
     V = logits.shape[1]
     n = min(k, V)
@@ -228,3 +231,8 @@ def log_softmax_topk(logits, k, out_ids, out_logprobs):
         lse = m + math.log(s)
         for j in range(n):
             vals[j] = np.float32(np.float64(vals[j]) - lse)
+        target = target_ids[b]
+        if 0 <= target < V:
+            out_target_logprobs[b] = np.float32(np.float64(logits[b, target]) - lse)
+        else:
+            out_target_logprobs[b] = np.nan

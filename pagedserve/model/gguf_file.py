@@ -1,19 +1,30 @@
 """Open a GGUF file: metadata as plain Python values, tensors as memory-mapped views.
 
 Every way a file can be wrong (not GGUF, truncated, corrupt, unknown tensor type) is turned into
-a `ModelLoadError` that names the file and the problem, so callers never see a traceback from
-deep inside the `gguf` package.
+a `ModelLoadError` that names the file and the problem, so callers never see a traceback.
+The bytes are parsed by gguf_parser in one pass; numpy (for the tensor views) and gguf-py (for its
+table of GGML tensor types) are imported only when tensors are wanted, so reading the metadata
+alone (a tokenizer) stays cheap.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pagedserve.model.gguf_parser import GGUFFormatError, TensorInfo, parse_gguf
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GGUF_MAGIC = b"GGUF"
+
+# GGML types whose tensors are views of typed values (gguf-py's reader does the same); every
+# other type is a view of raw bytes, [..., bytes per row].
+_TYPED = {"F16": "f2", "F32": "f4", "F64": "f8", "I8": "i1", "I16": "i2", "I32": "i4", "I64": "i8"}
 
 
 class ModelLoadError(ValueError):
@@ -37,50 +48,67 @@ class GGUFFile:
     tensors: dict[str, GGUFTensor]
 
 
-def _field_value(field) -> Any:
-    value = field.contents()
-    if isinstance(value, np.generic):
-        value = value.item()
-    return value
-
-
-def read_gguf(path: str, *, with_tensors: bool = True) -> GGUFFile:
-    """Open `path` and return its metadata (and tensors, memory-mapped) or raise ModelLoadError."""
+def _open_map(path: str) -> mmap.mmap:
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file not found: {path}")
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF file (magic bytes {magic!r}, expected b'GGUF')")
+        if magic != GGUF_MAGIC:
+            raise ModelLoadError(f"{path} is not a GGUF file (magic bytes {magic!r}, expected b'GGUF')")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _tensor(buf: mmap.mmap, byte_order: str, info: TensorInfo, path: str) -> GGUFTensor:
+    """The memory-mapped view of one tensor (as gguf-py's reader shapes it)."""
+    import numpy as np
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
     try:
-        from gguf import GGUFReader
+        ggml_type = GGMLQuantizationType(info.ggml_type)
+    except ValueError:
+        raise ModelLoadError(
+            f"{path} is truncated or corrupt: tensor {info.name!r} has unknown GGML type {info.ggml_type}"
+        ) from None
+    block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+    shape = tuple(reversed(info.dims))  # numpy order
+    num_elements = math.prod(info.dims)
+    num_bytes = num_elements * type_size // block_size
+    end = info.data_offset + num_bytes
+    if end > len(buf):
+        raise ModelLoadError(
+            f"{path} is truncated: tensor {info.name!r} ends at byte {end}, file has {len(buf)}"
+        )
+    typed = _TYPED.get(ggml_type.name)
+    if typed is not None:
+        dtype, count, view_shape = np.dtype(byte_order + typed), num_elements, shape
+    else:
+        if not shape or shape[-1] % block_size:
+            raise ModelLoadError(f"{path} is truncated or corrupt: tensor {info.name!r} of type "
+                                 f"{ggml_type.name} has rows of {shape[-1:]} values, not whole blocks")
+        dtype, count = np.dtype(np.uint8), num_bytes
+        view_shape = (*shape[:-1], shape[-1] // block_size * type_size)
+    data = np.frombuffer(buf, dtype=dtype, count=count, offset=info.data_offset).reshape(view_shape)
+    return GGUFTensor(info.name, ggml_type.name, shape, data)
 
-        reader = GGUFReader(path, "r")
-    except (ValueError, IndexError, KeyError, OverflowError, EOFError, MemoryError, TypeError) as e:
-        raise ModelLoadError(f"{path} is truncated or corrupt: {type(e).__name__}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - the gguf package raises many types on bad input
-        raise ModelLoadError(f"{path} could not be read as GGUF: {type(e).__name__}: {e}") from None
 
-    metadata: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        try:
-            metadata[key] = _field_value(field)
-        except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"{path}: metadata key {key!r} is corrupt ({e})") from None
+def read_gguf(path: str, *, with_tensors: bool = True) -> GGUFFile:
+    """Open `path` and return its metadata (and tensors, memory-mapped) or raise ModelLoadError.
 
+    Without tensors, the file is unmapped before returning; with them, it stays mapped until
+    the last tensor view is dropped."""
+    buf = _open_map(path)
+    try:
+        layout = parse_gguf(buf, with_tensor_infos=with_tensors)
+    except GGUFFormatError as e:
+        buf.close()
+        raise ModelLoadError(f"{path} is truncated or corrupt: {e}") from None
     tensors: dict[str, GGUFTensor] = {}
     if with_tensors:
-        file_size = os.path.getsize(path)
-        for t in reader.tensors:
-            type_name = getattr(t.tensor_type, "name", str(t.tensor_type))
-            end = int(t.data_offset) + int(t.n_bytes)
-            if end > file_size:
-                raise ModelLoadError(
-                    f"{path} is truncated: tensor {t.name!r} ends at byte {end}, file has {file_size}"
-                )
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-            tensors[t.name] = GGUFTensor(t.name, type_name, shape, t.data)
-    return GGUFFile(path=path, metadata=metadata, tensors=tensors)
+        for info in layout.tensor_infos:
+            tensors[info.name] = _tensor(buf, layout.byte_order, info, path)
+    else:
+        buf.close()
+    return GGUFFile(path=path, metadata=layout.metadata, tensors=tensors)
 
 
 def read_metadata(path: str) -> dict[str, Any]:

@@ -99,13 +99,17 @@ class Sampler:
         return result
 
     @staticmethod
-    def prompt_logprobs(logits: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        """Top-k (id, logprob) of log_softmax of every row of logits [N, V], best first."""
+    def prompt_logprobs(logits: np.ndarray, k: int, target_ids: Sequence[int]) -> list[SampledToken]:
+        """Per row of logits [N, V]: the log_softmax logprob of target_ids[row] (the token that
+        followed; -1 for none, whose logprob is NaN) and the top-k (id, logprob) pairs, best first."""
         logits = np.ascontiguousarray(logits, dtype=np.float32)
         n = logits.shape[0]
-        if k <= 0 or n == 0:
-            return [[] for _ in range(n)]
+        k = max(0, k)
+        targets = np.asarray(target_ids, dtype=np.int32).reshape(n)
         ids = np.empty((n, k), np.int32)
         lps = np.empty((n, k), np.float32)
-        log_softmax_topk(logits, k, ids, lps)
-        return [list(zip(i, l)) for i, l in zip(ids.tolist(), lps.tolist())]
+        target_lps = np.empty(n, np.float32)
+        if n:
+            log_softmax_topk(logits, k, targets, ids, lps, target_lps)
+        return [SampledToken(token_id=t, logprob=lp, top_logprobs=list(zip(i, l)))
+                for t, lp, i, l in zip(targets.tolist(), target_lps.tolist(), ids.tolist(), lps.tolist())]

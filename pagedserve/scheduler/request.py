@@ -38,7 +38,9 @@ _FINISHED = {
     RequestStatus.FINISHED_ERROR,
 }
 
-PromptLogprobs = list  # [num_prompt_tokens]: None at 0, then top-K (id, logprob) pairs per position
+# [num_prompt_tokens]: None at 0, then per position p a SampledToken: prompt token p, its logprob
+# under the distribution of position p - 1, and that distribution's top-K (id, logprob) pairs
+PromptLogprobs = list
 
 
 @dataclass(eq=False)
@@ -71,8 +73,8 @@ class Request:
     first_token_time: Optional[float] = None
     finish_time: Optional[float] = None
     stop_reason: str | int | None = None
-    # Prompt logprobs gathered so far: entry i is the distribution predicting prompt token i + 1.
-    prompt_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    # Prompt logprobs gathered so far: entry i is prompt token i + 1 under the distribution of position i.
+    prompt_logprobs: list[SampledToken] = field(default_factory=list)
     prompt_logprobs_delivered: bool = False
     parent_id: Optional[str] = None  # a forked choice: the request whose prompt it shares
     index: int = 0  # the choice number
@@ -147,10 +149,11 @@ class RequestOutput:
     """What one step produced for one request (or, from `generate`, everything it produced).
 
     `prompt_logprobs` (when asked) arrives once, in the output of the step that completes the
-    prompt: one entry per prompt position, None at 0, else the top-K (id, logprob) pairs of the
-    distribution that predicted that prompt token. `stop_reason` is the matched stop string or
-    stop token id. `index` is the choice number of an n-choice request (0 otherwise); the choices
-    of one request share its `request_id`, each streams and finishes on its own.
+    prompt: one entry per prompt position, None at 0, else a SampledToken: that prompt token, its
+    logprob and the top-K (id, logprob) pairs of the distribution that predicted it.
+    `stop_reason` is the matched stop string or stop token id. `index` is the choice number of an
+    n-choice request (0 otherwise); the choices of one request share its `request_id`, each
+    streams and finishes on its own.
     """
 
     request_id: str

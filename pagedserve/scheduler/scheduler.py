@@ -209,7 +209,8 @@ class Scheduler:
             if num_seqs + 1 + request.num_choices_to_fork > self.config.max_num_seqs:
                 break
             hits, num_cached = ((), 0)
-            if request.sampling_params.prompt_logprobs == 0:  # cached positions compute no logits
+            # cached positions compute no logits: a request still owed its prompt logprobs takes no hits
+            if request.sampling_params.prompt_logprobs == 0 or request.prompt_logprobs_delivered:
                 hits, num_cached = self.kv.get_computed_blocks(request)
             request.num_computed_tokens = 0
             num_new = min(request.num_tokens - num_cached, self._chunk_cap(), budget)

@@ -114,12 +114,13 @@ class RunnerOutput:
     new drafts for a request that asked for them (`num_drafts_to_propose`), following its tokens
     of this step; absent or empty when the proposer found none.
 
-    `prompt_logprobs[request_id]` (when asked): one entry per position of the chunk, the top-K
-    (id, logprob) pairs of the distribution that predicts the *next* token at that position.
+    `prompt_logprobs[request_id]` (when asked): one SampledToken per position of the chunk, for
+    the distribution that predicts the *next* token at that position: that next prompt token
+    (-1 with a NaN logprob past the prompt), its logprob, and the top-K (id, logprob) pairs.
     """
 
     sampled: dict[str, SampledToken]
-    prompt_logprobs: dict[str, list[list[tuple[int, float]]]] = field(default_factory=dict)
+    prompt_logprobs: dict[str, list[SampledToken]] = field(default_factory=dict)
     extra_sampled: dict[str, list[SampledToken]] = field(default_factory=dict)
     draft_token_ids: dict[str, list[int]] = field(default_factory=dict)
 

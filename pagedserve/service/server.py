@@ -92,7 +92,8 @@ class PagedServeServer:
             raise OSError(f"cannot listen on {address}")
         await self._server.start()
         if o.http_port is not None:
-            self._http = HttpListener(create_app(self._http_backend, self.metrics, o.api_key), o.http_host, o.http_port)
+            app = create_app(self._http_backend, self.metrics, self.servicer.tokenizer_threads, o.api_key)
+            self._http = HttpListener(app, o.http_host, o.http_port)
             self.http_port = self._http.port
             await self._http.start()
         if o.metrics_port is not None:

@@ -99,9 +99,15 @@ class ModelRunnerImpl:
             self._sample(logits[:num_sample_rows], [states[s] for s in sample_idx], [reqs[s] for s in sample_idx],
                          output, pending_masks)
         for s, (start, n) in prompt_rows.items():
-            k = max(1, states[s].sampling_params.prompt_logprobs)
+            state = states[s]
+            k = max(1, state.sampling_params.prompt_logprobs)
             block = np.ascontiguousarray(logits[start:start + n])
-            output.prompt_logprobs[reqs[s].request_id] = Sampler.prompt_logprobs(block, k)
+            # position p predicts prompt token p + 1; the last prompt position predicts the output
+            first = reqs[s].start_position + 1
+            targets = np.full(n, -1, np.int32)  # [n]
+            num_known = max(0, min(n, state.num_prompt_tokens - first))
+            targets[:num_known] = state.token_ids.ids[first:first + num_known]
+            output.prompt_logprobs[reqs[s].request_id] = Sampler.prompt_logprobs(block, k, targets)
         return output
 
     def _sample(self, logits: np.ndarray, chosen, scheduled, output: RunnerOutput, pending_masks) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import data_path
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout under test
 
 
 def pagedserve(*args: str) -> str:
@@ -77,6 +77,10 @@ def test_generate_prompt_ids_exactly_and_prompt_logprobs_scoring(make_engine, sm
         assert entries[i][0][0] == int(lp[i - 1].argmax())
         for token_id, logprob in entries[i]:
             assert abs(logprob - lp[i - 1, token_id]) < 1e-3
+    own = record["prompt_token_logprobs"]  # each prompt token's logprob, in the top 3 or not
+    assert own[0] is None and len(own) == len(ids)
+    for i in range(1, len(ids)):
+        assert abs(own[i] - lp[i - 1, ids[i]]) < 1e-3
 
 
 def test_perplexity_json(tmp_path, smollm2_path):

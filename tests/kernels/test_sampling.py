@@ -378,13 +378,18 @@ def test_property_sampled_token_is_allowed(V, data_seed, temperature, top_k, top
     np.testing.assert_allclose(lp[0], ref_log_softmax(x)[ids[0]], atol=1e-5)
 
 
-@pytest.mark.parametrize("V,k", [(7, 3), (7, 10), (50, 5), (1000, 64), (49152, 20)])
+@pytest.mark.parametrize("V,k", [(7, 3), (7, 10), (50, 5), (1000, 64), (49152, 20), (50, 0)])
 def test_log_softmax_topk(V, k):
     rng = np.random.default_rng(V + k)
     x = (rng.standard_normal((9, V)) * 2).astype(np.float32)
+    targets = rng.integers(0, V, 9).astype(np.int32)  # mostly outside the top k
+    targets[0] = -1  # no target: NaN
+    targets[1] = V  # outside the vocabulary: NaN
+    targets[2] = int(sorted_order(x[2])[0])  # the best token: equal to its top-k entry
     ids = np.empty((9, k), np.int32)
     lps = np.empty((9, k), np.float32)
-    log_softmax_topk(x, k, ids, lps)
+    target_lps = np.empty(9, np.float32)
+    log_softmax_topk(x, k, targets, ids, lps, target_lps)
     ref = ref_log_softmax(x)
     n = min(k, V)
     for b in range(9):
@@ -392,6 +397,10 @@ def test_log_softmax_topk(V, k):
         np.testing.assert_array_equal(ids[b, :n], order)
         np.testing.assert_allclose(lps[b, :n], ref[b, order], atol=1e-5)
         assert (ids[b, n:] == -1).all() and (lps[b, n:] == -np.inf).all()
+    assert np.isnan(target_lps[:2]).all()
+    np.testing.assert_allclose(target_lps[2:], ref[np.arange(2, 9), targets[2:]], atol=1e-5)
+    if k:
+        assert target_lps[2] == lps[2, 0]  # bit-equal: the same arithmetic as the top-k values
 
 
 def test_serial_kernel_matches_parallel():

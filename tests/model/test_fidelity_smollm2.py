@@ -101,10 +101,12 @@ def test_prompt_logprobs_through_the_engine(oracle, make_engine, transformer):
     direct = log_softmax(window_logits(transformer, ids, 16))
     for i in range(1, len(ids)):
         entry = out.prompt_logprobs[i]
-        assert len(entry) == 5
-        assert entry[0][0] == int(direct[i - 1].argmax())
-        for tok, lp in entry:
+        assert len(entry.top_logprobs) == 5
+        assert entry.top_logprobs[0][0] == int(direct[i - 1].argmax())
+        for tok, lp in entry.top_logprobs:
             assert abs(lp - direct[i - 1, tok]) < 1e-4
+        assert entry.token_id == ids[i]  # the prompt token itself, in the top 5 or not
+        assert abs(entry.logprob - direct[i - 1, ids[i]]) < 1e-4
 
 
 def test_batch_invariance_mixed_prefill_and_decode(make_engine, smollm2_tokenizer):

@@ -145,13 +145,21 @@ def test_accepts_other_dtypes_and_big_or_negative_seeds():
 def test_prompt_logprobs_helper():
     V = 100
     x = make_logits(5, V)
-    rows = Sampler.prompt_logprobs(x, 4)
+    targets = [3, 50, 99, -1, int(np.argmax(x[4]))]
+    rows = Sampler.prompt_logprobs(x, 4, targets)
     ref = log_softmax(x)
     for b, row in enumerate(rows):
         order = np.argsort(-x[b], kind="stable")[:4]
-        assert [i for i, _ in row] == order.tolist()
-        np.testing.assert_allclose([lp for _, lp in row], ref[b, order], atol=1e-5)
-    assert Sampler.prompt_logprobs(x, 0) == [[]] * 5
+        assert [i for i, _ in row.top_logprobs] == order.tolist()
+        np.testing.assert_allclose([lp for _, lp in row.top_logprobs], ref[b, order], atol=1e-5)
+        assert row.token_id == targets[b]
+        if targets[b] >= 0:
+            assert abs(row.logprob - ref[b, targets[b]]) < 1e-5
+    assert np.isnan(rows[3].logprob)
+    assert rows[4].logprob == rows[4].top_logprobs[0][1]
+    no_top = Sampler.prompt_logprobs(x, 0, targets)
+    assert [r.top_logprobs for r in no_top] == [[]] * 5
+    assert [r.logprob for r in no_top[:3]] == [r.logprob for r in rows[:3]]
 
 
 @pytest.mark.parametrize("V", [7, 49152])

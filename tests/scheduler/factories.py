@@ -132,10 +132,10 @@ class FakeRunner:
                 first_visible = max(0, end - self.windows[g]) if self.windows[g] else 0
                 seen = [self.kv[g][table[p // bs]][p % bs] for p in range(first_visible, end)]
                 assert seen == context[first_visible:end], (r.request_id, g)
-            if r.want_prompt_logprobs:
+            if r.want_prompt_logprobs:  # as the real runner: the next prompt token, -1 past the prompt
+                nexts = [context[p + 1] if p + 1 < state.num_prompt_tokens else -1 for p in range(r.start_position, end)]
                 prompt_logprobs[r.request_id] = [
-                    [(context[p + 1] if p + 1 < len(context) else 0, -float(p))]
-                    for p in range(r.start_position, end)
+                    SampledToken(t, -float(p), [(t, -float(p))]) for p, t in zip(range(r.start_position, end), nexts)
                 ]
             if r.sample:
                 script = self.script.get(r.request_id)

@@ -4,6 +4,7 @@ import pytest
 
 from pagedserve.scheduler.engine import EngineConfig, LLMEngine, QueueFullError
 from pagedserve.sampling_params import InvalidRequestError, SamplingParams
+from pagedserve.sampled_token import SampledToken
 from tests.scheduler.factories import (
     FakeDetokenizer,
     FakeRunner,
@@ -174,7 +175,7 @@ def test_logprobs_only_when_asked_and_prompt_logprobs_delivered():
     plain, asked = engine.generate([p, p], [GREEDY, with_lp])
     assert plain.new_logprobs == [] and plain.prompt_logprobs is None
     assert [lp.token_id for lp in asked.new_logprobs] == asked.new_token_ids
-    assert asked.prompt_logprobs == [None] + [[(t, -float(i))] for i, t in enumerate(p[1:])]
+    assert asked.prompt_logprobs == [None] + [SampledToken(t, -float(i), [(t, -float(i))]) for i, t in enumerate(p[1:])]
 
 
 def test_stats_last_step_tokens_and_kv_bytes():
@@ -235,3 +236,19 @@ def test_engine_config_validates():
         create_config(max_num_seqs=0)
     config = create_config(stop_ids=[2, 3])
     assert isinstance(config, EngineConfig) and config.stop_ids == frozenset({2, 3})
+
+
+def test_preempted_requests_keep_prompt_logprobs_and_resume_from_cached_blocks():
+    """Prompt logprobs are delivered once, the same as without preemption; a request resumed
+    after they were delivered may take prefix-cache hits (nothing it recomputes needs logits)."""
+    ps = prompts(4, length=9)
+    params = SamplingParams(temperature=0.0, max_tokens=14, prompt_logprobs=1)
+    roomy, _ = create_engine(num_blocks=64)
+    tight, _ = create_engine(num_blocks=12, max_num_batched_tokens=32)  # as the test above: preempts
+    expected = roomy.generate(ps, params)
+    got = tight.generate(ps, params)
+    assert tight.stats().num_preemptions > 0
+    assert [o.new_token_ids for o in got] == [o.new_token_ids for o in expected]
+    assert [o.prompt_logprobs for o in got] == [o.prompt_logprobs for o in expected]
+    assert roomy.stats().num_prefix_hit_tokens == 0  # distinct prompts, never preempted
+    assert tight.stats().num_prefix_hit_tokens > 0  # resumed requests reused their cached blocks

@@ -143,12 +143,13 @@ def test_prompt_logprobs_across_chunks():
     s.add_request(r)
     out = s.schedule()
     assert out.scheduled[0].want_prompt_logprobs
-    outputs = s.update_from_output(out, RunnerOutput({}, {"0": [[(p, 0.0)] for p in range(4)]}))
+    entry = lambda p: SampledToken(p + 1, -float(p), [(p + 1, -float(p))])  # noqa: E731
+    outputs = s.update_from_output(out, RunnerOutput({}, {"0": [entry(p) for p in range(4)]}))
     assert outputs == []
     out = s.schedule()
-    chunk = {"0": [[(p, 0.0)] for p in range(4, 6)]}
+    chunk = {"0": [entry(p) for p in range(4, 6)]}
     [output] = s.update_from_output(out, RunnerOutput({"0": SampledToken(3, 0.0)}, chunk))
-    assert output.prompt_logprobs == [None] + [[(p, 0.0)] for p in range(5)]
+    assert output.prompt_logprobs == [None] + [entry(p) for p in range(5)]  # position 5 predicts the output
     assert output.finished and output.finish_reason == "length"
 
 

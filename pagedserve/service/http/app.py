@@ -29,6 +29,7 @@ from pagedserve.service.http.to_engine import chat_messages
 from pagedserve.service.metrics import ServerMetrics
 from pagedserve.service import request_validation as rv
 from pagedserve.service.servicer import Backend
+from pagedserve.service.tokenizer_threads import DaemonThreadPool
 
 OPEN_PATHS = ("/health", "/metrics")
 ENDPOINTS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics",
@@ -102,8 +103,12 @@ async def _unless_disconnected(call, request: Request):
     return await task  # raises CancelledError when the client left: nobody is there to answer
 
 
-def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, api_key: Optional[str] = None):
-    """The ASGI app (FastAPI inside the auth and metrics middleware). `get_backend` returns what to serve or raises HttpError 503 (warming up, draining)."""
+def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, tokenizer_threads: DaemonThreadPool,
+               api_key: Optional[str] = None):
+    """The ASGI app (FastAPI inside the auth and metrics middleware). `get_backend` returns what to
+    serve or raises HttpError 503 (warming up, draining). Text and chat input is tokenized in
+    `tokenizer_threads` (the gRPC front's), never on the event loop both fronts share: a long
+    prompt would stall every stream and health check of the process."""
     app = FastAPI(title="pagedserve", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -146,7 +151,7 @@ def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, api_k
         try:
             backend = get_backend()
             check_model(backend, body.model)
-            call = handler(body, backend, owner_of(request), model_name(backend))
+            call = handler(body, backend, owner_of(request), model_name(backend), tokenizer_threads.run)
             return await (call if body.stream else _unless_disconnected(call, request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error body
             return response_of(exc)
@@ -190,13 +195,16 @@ def create_app(get_backend: Callable[[], Backend], metrics: ServerMetrics, api_k
             if (body.prompt is None) == (body.messages is None):
                 raise InvalidRequestError("prompt", "prompt: give one of prompt or messages")
             if body.messages is not None:
+                rv.check_input_bytes("messages", (t for m in body.messages for t in (m.role, m.text)), backend.limits)
                 try:
-                    ids = rv.render_chat(tokenizer, chat_messages(body.messages), "messages")
+                    ids = await tokenizer_threads.run(rv.render_chat, tokenizer, chat_messages(body.messages),
+                                                      "messages")
                 except InvalidRequestError as exc:
                     raise InvalidRequestError(exc.field.replace(".messages", "", 1),
                                               str(exc).replace("messages.messages", "messages", 1)) from None
             else:
-                ids = tokenizer.encode(body.prompt, body.add_special_tokens)
+                rv.check_input_bytes("prompt", [body.prompt], backend.limits)
+                ids = await tokenizer_threads.run(tokenizer.encode, body.prompt, body.add_special_tokens)
             return JSONResponse({"count": len(ids), "max_model_len": backend.limits.max_model_len, "tokens": ids})
         except Exception as exc:  # noqa: BLE001
             return response_of(exc)

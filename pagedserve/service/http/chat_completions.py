@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from pagedserve.model.tokenizer import Tokenizer
 from pagedserve.sampled_token import SampledToken
@@ -28,9 +28,12 @@ def chat_logprobs(tokenizer: Tokenizer, sampled: list[SampledToken], num_top: in
                         for s in sampled]}
 
 
-async def create_chat_completion(body: ChatCompletionRequest, backend: Backend, owner: str, model_name: str):
+async def create_chat_completion(body: ChatCompletionRequest, backend: Backend, owner: str, model_name: str,
+                                 run_off_loop: Callable[..., Awaitable[Any]]):
+    """The response to `body`; its messages are rendered and tokenized by `run_off_loop` (in the
+    tokenizer threads, off the event loop)."""
     engine, tokenizer = backend.engine, backend.engine.tokenizer
-    request = chat_request(body, tokenizer, backend.limits)
+    request = await run_off_loop(chat_request, body, tokenizer, backend.limits)
     num_top = body.top_logprobs or 0
     cid, created = r.new_id("chatcmpl"), r.now()
     usage = r.Usage()

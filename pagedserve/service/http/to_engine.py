@@ -113,7 +113,11 @@ def completion_request(body: CompletionRequest, tokenizer: Tokenizer, limits: rv
         raise _bad("logprobs", f"must be in [0, {rv.MAX_LOGPROBS}], got {body.logprobs}")
     # the engine returns the sampled token's logprob only when asked for >= 1 alternative
     num_logprobs = 0 if body.logprobs is None else max(1, body.logprobs)
-    request = _generate_request(body, body.max_tokens, "max_tokens", num_logprobs)
+    # echo may score the prompt alone (max_tokens 0), as OpenAI's legacy completions allowed
+    score_only = body.echo and body.max_tokens == 0
+    if score_only and body.n > 1:
+        raise _bad("n", "max_tokens 0 (scoring the echoed prompt) gives one choice; n must be 1")
+    request = _generate_request(body, None if score_only else body.max_tokens, "max_tokens", num_logprobs)
     if isinstance(body.prompt, str):
         request.text = body.prompt
     else:
@@ -123,7 +127,17 @@ def completion_request(body: CompletionRequest, tokenizer: Tokenizer, limits: rv
         request.token_ids.ids.extend(min(i, 2**32 - 1) for i in body.prompt)
         if not body.prompt:
             raise _bad("prompt", "the prompt has no token ids")
-    return _validated(request, body, tokenizer, limits, {"max_tokens": "max_tokens", "logprobs": "logprobs"})
+    engine_request = _validated(request, body, tokenizer, limits, {"max_tokens": "max_tokens", "logprobs": "logprobs"})
+    changes = {}
+    if score_only:
+        changes["max_tokens"] = 0
+    if body.echo and body.logprobs is not None:
+        # the echoed prompt's logprobs: every prompt position's distribution is computed, so the
+        # engine serves such a request without prefix-cache hits (cached positions have no logits)
+        changes["prompt_logprobs"] = num_logprobs
+    if not changes:
+        return engine_request
+    return dataclasses.replace(engine_request, params=dataclasses.replace(engine_request.params, **changes))
 
 
 def chat_messages(messages: list[ChatMessage]) -> pb.ChatMessages:

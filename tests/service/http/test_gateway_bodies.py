@@ -29,7 +29,9 @@ def test_completion_with_logprobs_zero_still_returns_the_sampled_logprob(served)
     response = post(served, "/v1/completions", {"prompt": PROMPT, "max_tokens": 3, "temperature": 0, "logprobs": 0})
     assert response.status_code == 200
     logprobs = response.json()["choices"][0]["logprobs"]
-    assert len(logprobs["token_logprobs"]) == 3 and logprobs["top_logprobs"] == [{}, {}, {}]
+    # logprobs 0: no alternatives, only the sampled token itself (OpenAI's "up to logprobs + 1" entries)
+    assert len(logprobs["token_logprobs"]) == 3
+    assert [list(top) for top in logprobs["top_logprobs"]] == [[t] for t in logprobs["tokens"]]
 
 
 def test_completion_with_logprobs_true_is_refused_naming_the_field(served):
