@@ -59,7 +59,7 @@ def _output_ids(engine, prompt: list[int], new_tokens: int):
 
 def run(args: EngineArgs, options: ReplayBenchOptions, model=None) -> dict:
     """Every figure as a JSON-ready dict; raises if a replayed run's tokens differ from the plain run's."""
-    from pagedserve.bench.llamacpp_compare import run_llama_bench
+    from pagedserve.bench.llamacpp_compare import run_llamacpp
     from pagedserve.engine.engine_factory import build_engine
 
     plain, model = build_engine(dataclasses.replace(args, speculative="off", enable_prefix_caching=False),
@@ -80,8 +80,9 @@ def run(args: EngineArgs, options: ReplayBenchOptions, model=None) -> dict:
                 raise AssertionError(f"k={k}: speculative output differs from the plain run's")
             row["replay_tok_s"][str(k)] = replay.decode_tok_s
         if options.compare_llamacpp:
-            tg = run_llama_bench(options.compare_llamacpp, model.path, args.threads or 2, 0, options.new_tokens)
-            row["llamacpp_tg_tok_s"] = tg
+            theirs = run_llamacpp(options.compare_llamacpp, model.path, args.threads or 2, prefill_tokens=16,
+                                  decode_tokens=options.new_tokens, repeats=1)
+            row["llamacpp_tg_tok_s"] = theirs.decode_tok_s["1"]
         rounds.append(row)
         print(json.dumps({"round": r + 1, **row}), flush=True)
     med = {"plain_tok_s": statistics.median(x["plain_tok_s"] for x in rounds),

@@ -132,6 +132,13 @@ def _fused(tensors: list[GGUFTensor]) -> tuple[LinearWeight, tuple[LinearWeight,
     return parts[0], parts
 
 
+def _release_tensors(gguf: GGUFFile, prefix: str) -> None:
+    """Drop the file pages of the tensors named `prefix`... from resident memory: they are repacked."""
+    for name, tensor in gguf.tensors.items():
+        if name.startswith(prefix):
+            gguf.release(tensor)
+
+
 def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
     check_formats(gguf)
     d, f = cfg.hidden_size, cfg.ffn_size
@@ -168,11 +175,13 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
             ffn_down=build_linear(_matrix(gguf, p + "ffn_down.weight", (d, f))),
             post_ffn_norm=_vector(gguf, p + "post_ffw_norm.weight", d, required=is_gemma),
         ))
+        _release_tensors(gguf, p)
     embedding = build_linear(_matrix(gguf, "token_embd.weight", (cfg.vocab_size, d)))
     output = embedding
     if "output.weight" in gguf.tensors:
         output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)))
     factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
+    _release_tensors(gguf, "")
     return ModelWeights(
         token_embedding=embedding,
         output=output,
