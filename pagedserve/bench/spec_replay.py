@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pagedserve.bench.bench import parse_int_list
 from pagedserve.bench.workloads import drive, greedy, random_prompts
 from pagedserve.dataclass_flags import add_dataclass_flags, dataclass_from_cli_args
 from pagedserve.engine.engine_args import EngineArgs
@@ -46,7 +47,7 @@ class ReplayBenchOptions:
     new_tokens: int = dataclasses.field(default=128, metadata={"help": "tokens generated per run"})
     prompt_tokens: int = dataclasses.field(default=16, metadata={"help": "random prompt length"})
     num_drafts: tuple[int, ...] = dataclasses.field(default=(4, 8, 16), metadata={
-        "help": "draft lengths k to measure (comma-separated)"})
+        "type": parse_int_list, "metavar": "K1,K2,...", "help": "draft lengths k to measure"})
     rounds: int = dataclasses.field(default=3, metadata={"help": "rounds; figures are medians over them"})
     compare_llamacpp: str | None = dataclasses.field(default=None, metadata={
         "help": "path of llama-bench: its tg of --new-tokens is measured once per round"})
