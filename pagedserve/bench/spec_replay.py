@@ -12,7 +12,6 @@ k of --num-drafts, their ratio, and llama.cpp's single-stream tg (`llama-bench -
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -21,8 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from pagedserve.bench.bench import parse_int_list
+from pagedserve.bench.module_main import bench_module_main
 from pagedserve.bench.workloads import drive, greedy, random_prompts
-from pagedserve.dataclass_flags import add_dataclass_flags, dataclass_from_cli_args
 from pagedserve.engine.engine_args import EngineArgs
 
 
@@ -80,6 +79,9 @@ def run(args: EngineArgs, options: ReplayBenchOptions, model=None) -> dict:
             if not np.array_equal(replay_output, output):
                 raise AssertionError(f"k={k}: speculative output differs from the plain run's")
             row["replay_tok_s"][str(k)] = replay.decode_tok_s
+            stats = engine.stats()  # cumulative over the rounds: replayed drafts are all accepted
+            row.setdefault("acceptance_rate", {})[str(k)] = (
+                stats.num_accepted_draft_tokens / stats.num_draft_tokens if stats.num_draft_tokens else None)
         if options.compare_llamacpp:
             theirs = run_llamacpp(options.compare_llamacpp, model.path, args.threads or 2, prefill_tokens=16,
                                   decode_tokens=options.new_tokens, repeats=1)
@@ -100,13 +102,7 @@ def run(args: EngineArgs, options: ReplayBenchOptions, model=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pagedserve.bench.spec_replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_flags(parser, ReplayBenchOptions, title="replay bench options")
-    EngineArgs.add_cli_args(parser)
-    ns = parser.parse_args(argv)
-    result = run(EngineArgs.from_cli_args(ns), dataclass_from_cli_args(ReplayBenchOptions, ns))
-    print(json.dumps(result["median"]))
+    bench_module_main("pagedserve.bench.spec_replay", __doc__, ReplayBenchOptions, run, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ adds its compile to that step; the server compiles it off the step (AsyncEngine.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -22,8 +21,8 @@ import time
 
 import numpy as np
 
+from pagedserve.bench.module_main import bench_module_main
 from pagedserve.bench.workloads import drive, random_prompts
-from pagedserve.dataclass_flags import add_dataclass_flags, dataclass_from_cli_args
 from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.sampling_params import SamplingParams
 
@@ -126,13 +125,7 @@ def run(args: EngineArgs, options: StructuredBenchOptions, model=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pagedserve.bench.structured_output", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_flags(parser, StructuredBenchOptions, title="structured bench options")
-    EngineArgs.add_cli_args(parser)
-    ns = parser.parse_args(argv)
-    result = run(EngineArgs.from_cli_args(ns), dataclass_from_cli_args(StructuredBenchOptions, ns))
-    print(json.dumps(result["median"]))
+    bench_module_main("pagedserve.bench.structured_output", __doc__, StructuredBenchOptions, run, argv)
 
 
 if __name__ == "__main__":

@@ -93,25 +93,19 @@ class EngineStatsCollector:
 
     @staticmethod
     def _structured_output(st: StructuredOutputStats):
-        yield CounterMetricFamily("pagedserve_structured_requests",
-                                  "Requests taken with an output constraint (JSON schema, regex, grammar, choice).",
-                                  value=st.num_constrained_requests)
-        yield CounterMetricFamily("pagedserve_structured_compiled_grammars",
-                                  "Constraints compiled (cache misses; shared by engines over the same model).",
-                                  value=st.num_compiled)
-        yield CounterMetricFamily("pagedserve_structured_compile_errors",
-                                  "Constraints refused by the grammar compiler or its limits.",
-                                  value=st.num_compile_errors)
-        yield CounterMetricFamily("pagedserve_structured_compile_seconds",
-                                  "Time spent compiling constraints, in worker threads off the engine step.",
-                                  value=st.compile_seconds_total)
-        yield CounterMetricFamily("pagedserve_structured_masks",
-                                  "Token masks applied (one per constrained sampled row per step).",
-                                  value=st.num_masks)
-        yield CounterMetricFamily("pagedserve_structured_mask_seconds",
-                                  "Time the engine step spent filling and applying token masks "
-                                  "(divide by pagedserve_engine_steps for the mean per step).",
-                                  value=st.mask_seconds_total)
+        for name, help_text, value in (
+            ("requests", "Requests taken with an output constraint (JSON schema, regex, grammar, choice).",
+             st.num_constrained_requests),
+            ("compiled_grammars", "Constraints compiled (cache misses; shared by engines over the same model).",
+             st.num_compiled),
+            ("compile_errors", "Constraints refused by the grammar compiler or its limits.", st.num_compile_errors),
+            ("compile_seconds", "Time spent compiling constraints, in worker threads off the engine step.",
+             st.compile_seconds_total),
+            ("masks", "Token masks applied (one per constrained sampled row per step).", st.num_masks),
+            ("mask_seconds", "Time the engine step spent filling and applying token masks "
+             "(divide by pagedserve_engine_steps for the mean per step).", st.mask_seconds_total),
+        ):
+            yield CounterMetricFamily(f"pagedserve_structured_{name}", help_text, value=value)
 
 
 def spec_decode_metrics(stats: EngineStats):
