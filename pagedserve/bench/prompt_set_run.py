@@ -45,11 +45,19 @@ def ngram_copy_fraction(output: Sequence, prompt: Sequence, n: int = COPY_NGRAM)
 
 
 def prompt_set_ids(tokenizer, name: str, num_prompts: int, seed: int) -> list[tuple[str, list[int]]]:
-    """(prompt name, token ids with the chat template) of the first `num_prompts` of set `name`
+    """(prompt name, token ids with the chat template when the model has one) of the first `num_prompts` of set `name`
     in its seeded order, cycling when more are asked than the set holds."""
     items, order = load_prompt_set(name), seeded_order(name, seed)
     chosen = [items[order[i % len(order)]] for i in range(num_prompts)]
-    return [(item.name, tokenizer.encode_chat(list(item.messages))) for item in chosen]
+    return [(item.name, _prompt_ids(tokenizer, item.messages)) for item in chosen]
+
+
+def _prompt_ids(tokenizer, messages) -> list[int]:
+    """With the chat template, or for a model without one (a base model) the messages' text alone,
+    one per paragraph, as a plain prompt."""
+    if tokenizer.chat_template:
+        return tokenizer.encode_chat(list(messages))
+    return tokenizer.encode("\n\n".join(m["content"] for m in messages) + "\n\n")
 
 
 def _single_stream_json(runs: list[WorkloadResult]) -> dict:

@@ -104,3 +104,25 @@ def test_names_are_selectable_on_the_bench_command_line(name, capsys):
     assert "invalid choice" in capsys.readouterr().err
     with pytest.raises(ValueError, match="workload_prompts"):
         BenchOptions(workload=name, workload_prompts=0)
+
+
+def test_a_model_without_chat_template_gets_the_plain_text():
+    from pagedserve.bench.prompt_set_run import prompt_set_ids
+
+    class PlainTokenizer:  # a base model's tokenizer: no template; encode records its input
+        chat_template = None
+
+        def __init__(self):
+            self.texts = []
+
+        def encode(self, text):
+            self.texts.append(text)
+            return [len(self.texts)]
+
+        def encode_chat(self, messages):
+            raise AssertionError("no template to apply")
+
+    tokenizer = PlainTokenizer()
+    ids = prompt_set_ids(tokenizer, "grounded", 2, seed=0)
+    assert [i for _, i in ids] == [[1], [2]]
+    assert all(len(text) > 200 and text.endswith("\n\n") for text in tokenizer.texts)
