@@ -6,7 +6,7 @@
 # Each run writes OUT_DIR/<model>.<round>.json (bench --json, with llama.cpp's figures and the rooflines).
 set -euo pipefail
 OUT="$1"; shift
-: "${LLAMA_BENCH:?set LLAMA_BENCH to llama.cpp's llama-bench}"
+: "${LLAMA_BENCH:?set LLAMA_BENCH to the path of llama-bench}"
 PAGEDSERVE="${PAGEDSERVE:-pagedserve}"
 mkdir -p "$OUT"
 for round in $(seq 1 "${ROUNDS:-3}"); do

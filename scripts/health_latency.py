@@ -24,12 +24,13 @@ PAYLOAD = "!?.,;:%" * (30_000 // 7)  # ~30 KB of punctuation
 
 def _load(http: str, stop: threading.Event, chat: bool, counts: dict) -> None:
     with httpx.Client(timeout=120) as client:
+        model = client.get(f"{http}/v1/models").json()["data"][0]["id"]
         while not stop.is_set():
             if chat:
-                body = {"model": "m", "messages": [{"role": "user", "content": PAYLOAD}], "max_tokens": 1}
+                body = {"model": model, "messages": [{"role": "user", "content": PAYLOAD}], "max_tokens": 1}
                 r = client.post(f"{http}/v1/chat/completions", json=body)
             else:
-                r = client.post(f"{http}/v1/completions", json={"model": "m", "prompt": PAYLOAD, "max_tokens": 1})
+                r = client.post(f"{http}/v1/completions", json={"model": model, "prompt": PAYLOAD, "max_tokens": 1})
             counts[r.status_code] = counts.get(r.status_code, 0) + 1
 
 

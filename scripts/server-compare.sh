@@ -7,7 +7,7 @@
 # Prints each run's summary and the servers' peak RSS (VmHWM, read just before stopping).
 set -euo pipefail
 MODEL="$1"; OUT="$2"; mkdir -p "$OUT"
-: "${LLAMA_SERVER:?set LLAMA_SERVER to llama.cpp's llama-server}"
+: "${LLAMA_SERVER:?set LLAMA_SERVER to the path of llama-server}"
 PAGEDSERVE="${PAGEDSERVE:-pagedserve}"
 STREAMS="${STREAMS:-32}"; NUM_REQUESTS="${NUM_REQUESTS:-96}"; INPUT_LEN="${INPUT_LEN:-128}"
 OUTPUT_LEN="${OUTPUT_LEN:-128}"; THREADS="${THREADS:-2}"
