@@ -12,7 +12,7 @@ import pytest
 
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.structured.constraint import Constraint
-from tests.structured.schemas import load_schema
+from tests.structured.schemas import assert_sampled_json_validates, load_schema
 
 SCHEMAS = ("person", "nested_address", "anyof_shape", "todo_list", "product", "coords_list", "pair_tuple",
            "nullable_string", "user_roles", "email_like")
@@ -39,18 +39,7 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
 
 
 def test_sampled_json_validates_on_gemma3(engine, tokenizer):
-    prompts, params, schemas = [], [], []
-    for name in SCHEMAS:
-        schema = load_schema(name)
-        for seed in SEEDS:
-            prompts.append(prompt_ids(tokenizer, f"Reply with JSON for a {name.replace('_', ' ')}."))
-            params.append(SamplingParams(temperature=1.0, seed=seed, max_tokens=200,
-                                         constraint=Constraint("json_schema", json.dumps(schema))))
-            schemas.append((name, schema))
-    for (name, schema), out in zip(schemas, engine.generate(prompts, params)):
-        text = tokenizer.decode(out.new_token_ids, skip_special=True)
-        assert out.finish_reason == "stop", (name, text)
-        jsonschema.validate(json.loads(text), schema)
+    assert_sampled_json_validates(engine, tokenizer, SCHEMAS, SEEDS, prompt_ids)
 
 
 def test_regex_and_choice_on_gemma3(engine, tokenizer):
