@@ -3,7 +3,8 @@
 Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
 alongside: the float sum of each weight group's inputs (for the weights' minimum), the int16 codes
 split into bytes (for `kernels/nibble_dot.py`) and, for Q6_K's codes stored + 32, -32 times the
-exact integer sum of each group's codes.
+exact integer sum of each group's codes. Rows are independent (the matmuls quantize them on all
+threads from 64K values) and padded (ROW_PAD_BYTES).
 """
 
 from __future__ import annotations
@@ -14,18 +15,31 @@ from pagedserve.kernels.fast_exp import f32_from_bits
 from pagedserve.kernels.jit import jit
 
 ACT_BLOCK = 32  # activation inputs per int16 scale
+# Bytes added to every row of the activation codes: with rows K bytes apart and K a multiple of
+# 4096 (FFN widths), the 8 rows of a pass all map to one set of the 8-way L1 cache and evict each
+# other on every group; one extra line per row spreads them over 8 sets (Q6_K's 8-row passes on
+# a 1B model's ffn_down, K = 8192, 32 rows: 0.58x the widened layout's speed before, 1.07x after).
+ROW_PAD_BYTES = 64
+# The per-row float32 (and int32) arrays beside them (dx, xsum, xqsum: 1-2 KB a row at K = 8192)
+# aliased the same way: one line more per row.
+ROW_PAD_VALUES = ROW_PAD_BYTES // 4
 
 
 @jit
 def quantize_activations(x, group_size, xq, dx, xsum):
-    """x [M, K] f32 -> xq [M, K] int16 and dx [M, K/32] f32 (xq * dx ~ x, |xq| <= 32767), and
+    """x [M, K] f32 -> xq [M, >= K] int16 and dx [M, K/32] f32 (xq * dx ~ x, |xq| <= 32767), and
     xsum [M, K/G] f32: the float sum of x over each group of group_size inputs (ascending).
     An all-zero block gets scale 0 and codes 0."""
-    M, K = x.shape
-    for m in range(M):
-        row = np.ascontiguousarray(x[m])  # no copy for the C-contiguous inputs of the model
-        _quantize_row(row, row.view(np.int32), xq[m], dx[m])
-        _group_sums(row, group_size, xsum[m])
+    for m in range(x.shape[0]):
+        quantize_row(x, m, group_size, xq, dx, xsum)
+
+
+@jit
+def quantize_row(x, m, group_size, xq, dx, xsum):
+    """Row m of `quantize_activations` (rows are independent: any thread may take any row)."""
+    row = np.ascontiguousarray(x[m])  # no copy for the C-contiguous inputs of the model
+    _quantize_row(row, row.view(np.int32), xq[m], dx[m])
+    _group_sums(row, group_size, xsum[m])
 
 
 @jit
@@ -76,33 +90,41 @@ def _group_sums(row, group_size, sums):
 
 
 @jit
-def activation_codes(x, group_size):
-    M, K = x.shape
-    xq = np.empty((M, K), np.int16)
-    dx = np.empty((M, K // ACT_BLOCK), np.float32)
-    xsum = np.empty((M, K // group_size), np.float32)
-    quantize_activations(x, group_size, xq, dx, xsum)
+def empty_activation_codes(num_rows, num_cols, group_size):
+    """Uninitialised xq [M, K + 32] int16, dx [M, K/32 + 16] and xsum [M, K/G + 16] f32, for
+    `quantize_row` (the last columns are padding: see ROW_PAD_BYTES)."""
+    xq = np.empty((num_rows, num_cols + ROW_PAD_BYTES // 2), np.int16)
+    dx = np.empty((num_rows, num_cols // ACT_BLOCK + ROW_PAD_VALUES), np.float32)
+    xsum = np.empty((num_rows, num_cols // group_size + ROW_PAD_VALUES), np.float32)
     return xq, dx, xsum
 
 
 @jit
-def split_activation_bytes(xq, xl, xh):
-    """xq [M, K] int16 -> its low bytes xl [M, K] uint8 and high bytes xh [M, K] int8 (signed),
-    so that xq = 256 * xh + xl (the operands of kernels/nibble_dot.py)."""
-    for m in range(xq.shape[0]):
-        for k in range(xq.shape[1]):
-            v = np.int32(xq[m, k])
-            xl[m, k] = np.uint8(v & 255)
-            xh[m, k] = np.int8(v >> 8)
+def empty_byte_operands(num_rows, num_cols, xsum_cols, code_offset):
+    """Uninitialised xl [M, K + 64] uint8, xh [M, K + 64] int8 (padded rows) and xqsum
+    [M, xsum_cols] int32 (rows as wide as xsum's, for one row stride; no rows' worth when
+    code_offset is 0), for `byte_operands_row`."""
+    xl = np.empty((num_rows, num_cols + ROW_PAD_BYTES), np.uint8)
+    xh = np.empty((num_rows, num_cols + ROW_PAD_BYTES), np.int8)
+    xqsum = np.empty((num_rows if code_offset != 0 else 0, xsum_cols), np.int32)
+    return xl, xh, xqsum
 
 
 @jit
-def code_offset_sums(xq, group_size, offset, sums):
-    """sums [M, K/G] int32 = offset * the exact sum of the int16 activations of each group (the
-    share of codes stored + offset; |offset| * 32767 * G fits in int32)."""
-    for m in range(xq.shape[0]):
-        for j in range(sums.shape[1]):
+def byte_operands_row(x, m, group_size, code_offset, xq, dx, xsum, xl, xh, xqsum):
+    """Row m of the nibble kernels' operands, in one pass while the row is in cache: the int16
+    codes (`quantize_row`), split into bytes xq = 256 * xh + xl, and for codes stored +
+    code_offset (Q6_K: 32), -code_offset times the exact integer sum of each group's codes."""
+    quantize_row(x, m, group_size, xq, dx, xsum)
+    codes, low, high = xq[m], xl[m], xh[m]
+    for k in range(x.shape[1]):
+        v = np.int32(codes[k])
+        low[k] = np.uint8(v & 255)
+        high[k] = np.int8(v >> 8)
+    if code_offset != 0:
+        sums = xqsum[m]
+        for j in range(x.shape[1] // group_size):
             s = np.int32(0)
             for k in range(j * group_size, (j + 1) * group_size):
-                s += np.int32(xq[m, k])
-            sums[m, j] = s * np.int32(offset)
+                s += np.int32(codes[k])
+            sums[j] = s * np.int32(-code_offset)

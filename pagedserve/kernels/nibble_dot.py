@@ -21,8 +21,8 @@ follow with their high-bit planes (`kernels/high_bits.py`, 256 more bytes per gr
 are rebuilt as bytes (0..31, 0..63) before the same dot products (|accL| <= 32 * 63 * 255,
 |256 accH| <= 2^26). Q6_K's codes are stored + 32: the low sums start at xqsum = -32 times the
 exact integer sum of the group's int16 activations, so isum is the sum with the signed codes.
-Activations: xl [M, K] uint8 and xh [M, K] int8 (`split_activation_bytes`), dx [M, K/32] f32, xsum
-[M, K/G] f32 as for int16_dot, xqsum [M, K/G] int32 (Q6_K only, see above).
+Activations: xl [M, K+] uint8 and xh [M, K+] int8 (`byte_operands_row`; rows padded), dx [M, K/32]
+f32, xsum [M, K/G] f32 as for int16_dot, xqsum [M, K/G] int32 (Q6_K only, see above).
 
 Passes: part 0 = the whole tile for up to 2 rows (1 row: separate accumulators for low and high
 nibbles, so 16 independent chains hide vpdpbusd's latency); part 1 / 2 = rows 0-31 / 32-63 for up

@@ -30,11 +30,19 @@ import numba
 import numba.extending
 import numpy as np
 
-from pagedserve.kernels.activation_codes import activation_codes, code_offset_sums, split_activation_bytes
+from pagedserve.kernels.activation_codes import (
+    byte_operands_row, empty_activation_codes, empty_byte_operands, quantize_row,
+)
 from pagedserve.kernels.int16_dot import MAX_HALF_ROWS, MAX_ROWS, TILE, tile_pass
 from pagedserve.kernels.jit import jit, parallel_jit
 from pagedserve.kernels.nibble_dot import group_bytes, nibble_tile_pass
 from pagedserve.kernels.stack_array import stack_f32
+
+# From this many activation values the activations are quantized on all threads (each row is
+# independent, so results do not change); below it (~50 us of work), starting the threads costs
+# about what it saves.
+PARALLEL_VALUES = 1 << 16
+
 
 def tile_of(values, t):
     """A weight's per-tile array of tile t: values[t], or values itself when 1-D (a factor)."""
@@ -175,14 +183,16 @@ def row_chunk(num_rows):
 @parallel_jit
 def _matmul_nibbles(x, codes, scale, minv, out, group_size, high_bits):
     # group_size and high_bits must be literals (see matmul_q4)
-    xq, dx, xsum = activation_codes(x, group_size)
-    xl = np.empty(xq.shape, np.uint8)
-    xh = np.empty(xq.shape, np.int8)
-    split_activation_bytes(xq, xl, xh)
-    M = x.shape[0]
-    xqsum = np.empty((M, xsum.shape[1] if high_bits == 2 else 0), np.int32)
-    if high_bits == 2:  # Q6_K: codes stored + 32
-        code_offset_sums(xq, group_size, -32, xqsum)
+    M, K = x.shape
+    xq, dx, xsum = empty_activation_codes(M, K, group_size)
+    offset = 32 if high_bits == 2 else 0  # Q6_K: codes stored + 32
+    xl, xh, xqsum = empty_byte_operands(M, K, xsum.shape[1], offset)
+    if M > 1 and M * K >= PARALLEL_VALUES:
+        for m in numba.prange(M):
+            byte_operands_row(x, m, group_size, offset, xq, dx, xsum, xl, xh, xqsum)
+    else:
+        for m in range(M):
+            byte_operands_row(x, m, group_size, offset, xq, dx, xsum, xl, xh, xqsum)
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles
@@ -242,16 +252,30 @@ def matmul_q8(x, codes, scale, minv, out):
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     if codes.shape[2] == 16:
-        xq, dx, xsum = activation_codes(x, 32)
+        xq, dx, xsum = _int16_operands(x, 32)
         for item in numba.prange(codes.shape[0] * n_chunks):
             m0 = (item % n_chunks) * rc
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 32)
     else:
         assert codes.shape[2] == 8, "q8 groups must hold 16 or 32 inputs"
-        xq, dx, xsum = activation_codes(x, 16)
+        xq, dx, xsum = _int16_operands(x, 16)
         for item in numba.prange(codes.shape[0] * n_chunks):
             m0 = (item % n_chunks) * rc
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 16)
+
+
+@parallel_jit
+def _int16_operands(x, group_size):
+    # The int16 kernels' operands (`quantize_row`), rows on all threads from PARALLEL_VALUES values.
+    M, K = x.shape
+    xq, dx, xsum = empty_activation_codes(M, K, group_size)
+    if M > 1 and M * K >= PARALLEL_VALUES:
+        for m in numba.prange(M):
+            quantize_row(x, m, group_size, xq, dx, xsum)
+    else:
+        for m in range(M):
+            quantize_row(x, m, group_size, xq, dx, xsum)
+    return xq, dx, xsum
 
 
 def matmul_codes(x, codes, scale, minv, out):
