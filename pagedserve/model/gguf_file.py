@@ -53,15 +53,19 @@ class GGUFFile:
         range, widened to whole pages). The view stays valid: the kernel reads the file again on
         the next access. Called once a tensor is repacked, so loading never holds the whole file
         resident beside the repacked weights (1B Q4_K_M: 0.8 GB less at the load peak)."""
-        if self.buffer is None or not hasattr(mmap, "MADV_DONTNEED") or tensor.data.nbytes == 0:
+        self.release_bytes(tensor.data)
+
+    def release_bytes(self, view) -> None:
+        """`release` for any view into the file's bytes (e.g. the rows of a tensor just repacked)."""
+        if self.buffer is None or not hasattr(mmap, "MADV_DONTNEED") or view.nbytes == 0:
             return
         import numpy as np
 
         base = np.frombuffer(self.buffer, dtype=np.uint8, count=1).ctypes.data
-        start = tensor.data.ctypes.data - base
+        start = view.ctypes.data - base
         page = mmap.PAGESIZE
         first = start // page * page
-        end = min(-(-(start + tensor.data.nbytes) // page) * page, len(self.buffer))
+        end = min(-(-(start + view.nbytes) // page) * page, len(self.buffer))
         self.buffer.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 

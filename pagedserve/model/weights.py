@@ -176,10 +176,11 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
             post_ffn_norm=_vector(gguf, p + "post_ffw_norm.weight", d, required=is_gemma),
         ))
         _release_tensors(gguf, p)
-    embedding = build_linear(_matrix(gguf, "token_embd.weight", (cfg.vocab_size, d)))
+    # The vocabulary matrices are the largest (1B: 128256 rows): their file pages go chunk by chunk.
+    embedding = build_linear(_matrix(gguf, "token_embd.weight", (cfg.vocab_size, d)), gguf.release_bytes)
     output = embedding
     if "output.weight" in gguf.tensors:
-        output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)))
+        output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)), gguf.release_bytes)
     factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
     _release_tensors(gguf, "")
     return ModelWeights(
