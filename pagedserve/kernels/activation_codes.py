@@ -3,8 +3,9 @@
 Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
 alongside: the float sum of each weight group's inputs (for the weights' minimum), the int16 codes
 split into bytes (for `kernels/nibble_dot.py`) and, for Q6_K's codes stored + 32, -32 times the
-exact integer sum of each group's codes. Rows are independent (the matmuls quantize them on all
-threads from 64K values) and padded (ROW_PAD_BYTES).
+exact integer sum of each group's codes. Rows are padded (ROW_PAD_BYTES). (Quantizing the rows
+on all threads, a parallel loop in every matmul specialisation, made the suite's cold compile too
+slow for CI.)
 """
 
 from __future__ import annotations

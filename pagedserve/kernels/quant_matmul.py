@@ -38,12 +38,6 @@ from pagedserve.kernels.jit import jit, parallel_jit
 from pagedserve.kernels.nibble_dot import group_bytes, nibble_tile_pass
 from pagedserve.kernels.stack_array import stack_f32
 
-# From this many activation values the activations are quantized on all threads (each row is
-# independent, so results do not change); below it (~50 us of work), starting the threads costs
-# about what it saves.
-PARALLEL_VALUES = 1 << 16
-
-
 def tile_of(values, t):
     """A weight's per-tile array of tile t: values[t], or values itself when 1-D (a factor)."""
     raise NotImplementedError("call from compiled code only")
@@ -187,12 +181,8 @@ def _matmul_nibbles(x, codes, scale, minv, out, group_size, high_bits):
     xq, dx, xsum = empty_activation_codes(M, K, group_size)
     offset = 32 if high_bits == 2 else 0  # Q6_K: codes stored + 32
     xl, xh, xqsum = empty_byte_operands(M, K, xsum.shape[1], offset)
-    if M > 1 and M * K >= PARALLEL_VALUES:
-        for m in numba.prange(M):
-            byte_operands_row(x, m, group_size, offset, xq, dx, xsum, xl, xh, xqsum)
-    else:
-        for m in range(M):
-            byte_operands_row(x, m, group_size, offset, xq, dx, xsum, xl, xh, xqsum)
+    for m in range(M):
+        byte_operands_row(x, m, group_size, offset, xq, dx, xsum, xl, xh, xqsum)
     rc = row_chunk(M)
     n_chunks = (M + rc - 1) // rc
     for item in numba.prange(codes.shape[0] * n_chunks):  # tile-major: a thread's chunks share tiles
@@ -264,17 +254,13 @@ def matmul_q8(x, codes, scale, minv, out):
             _tile(codes, scale, minv, xq, dx, xsum, out, item // n_chunks, m0, min(m0 + rc, M), 16)
 
 
-@parallel_jit
+@jit
 def _int16_operands(x, group_size):
-    # The int16 kernels' operands (`quantize_row`), rows on all threads from PARALLEL_VALUES values.
+    # The int16 kernels' operands (`quantize_row`).
     M, K = x.shape
     xq, dx, xsum = empty_activation_codes(M, K, group_size)
-    if M > 1 and M * K >= PARALLEL_VALUES:
-        for m in numba.prange(M):
-            quantize_row(x, m, group_size, xq, dx, xsum)
-    else:
-        for m in range(M):
-            quantize_row(x, m, group_size, xq, dx, xsum)
+    for m in range(M):
+        quantize_row(x, m, group_size, xq, dx, xsum)
     return xq, dx, xsum
 
 
