@@ -3,9 +3,9 @@
 Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
 alongside: the float sum of each weight group's inputs (for the weights' minimum), the int16 codes
 split into bytes (for `kernels/nibble_dot.py`) and, for Q6_K's codes stored + 32, -32 times the
-exact integer sum of each group's codes. Rows are padded (ROW_PAD_BYTES). (Quantizing the rows
-on all threads, a parallel loop in every matmul specialisation, made the suite's cold compile too
-slow for CI.)
+exact integer sum of each group's codes. Rows are padded (ROW_PAD_BYTES) and made on one thread
+(a parallel loop here sits in every matmul specialisation and slowed the cold compile more than it
+sped up prefill).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pagedserve.kernels.jit import jit
 ACT_BLOCK = 32  # activation inputs per int16 scale
 # Bytes added to every row of the activation codes: with rows K bytes apart and K a multiple of
 # 4096 (FFN widths), the 8 rows of a pass all map to one set of the 8-way L1 cache and evict each
-# other on every group; one extra line per row spreads them over 8 sets (Q6_K's 8-row passes on
-# a 1B model's ffn_down, K = 8192, 32 rows: 0.58x the widened layout's speed before, 1.07x after).
+# other on every group; one extra line per row spreads them over 8 sets. (A 1B model's ffn_down,
+# Q6_K, K = 8192, 32 rows: 0.58x -> 1.07x the widened layout in one process, but the same
+# comparison swings between 0.6x and 2x from process to process, so no steady gain is claimed.)
 ROW_PAD_BYTES = 64
 # The per-row float32 (and int32) arrays beside them (dx, xsum, xqsum: 1-2 KB a row at K = 8192)
 # aliased the same way: one line more per row.
