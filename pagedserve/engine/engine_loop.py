@@ -41,6 +41,11 @@ class EngineObserver(Protocol):
         ...
 
 
+def _put_each(deliveries: list[tuple[asyncio.Queue, object]]) -> None:
+    for queue, item in deliveries:
+        queue.put_nowait(item)
+
+
 class EngineLoop:
     """Runs `engine.step()` in a thread while there is work; routes outputs to per-request queues.
 
@@ -106,20 +111,26 @@ class EngineLoop:
                 continue
             if self._observer is not None:
                 self._observer.observe_step(engine.stats())
-            for output in outputs:
-                self._deliver(output)
+            self._deliver(outputs)
 
-    def _deliver(self, item: RequestOutput) -> None:
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        """Hand a step's outputs to their streams' queues in one wake-up of the event loop: one
+        `call_soon_threadsafe` per output wrote the loop's self-pipe 32 times a step at 32 streams."""
         if self._observer is not None:  # also for closed streams: a cancelled request still finished
-            self._observer.observe_output(item)
+            for output in outputs:
+                self._observer.observe_output(output)
         with self._queues_lock:
-            queue = self._queues.get(item.request_id)
-        if queue is not None:
-            self._put(queue, item)
+            deliveries = [(queue, output) for output in outputs
+                          if (queue := self._queues.get(output.request_id)) is not None]
+        if deliveries:
+            self._call_soon(_put_each, deliveries)
 
     def _put(self, queue: asyncio.Queue, item) -> None:
+        self._call_soon(queue.put_nowait, item)
+
+    def _call_soon(self, callback, arg) -> None:
         try:
-            self._loop.call_soon_threadsafe(queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(callback, arg)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
 
