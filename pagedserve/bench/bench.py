@@ -75,6 +75,9 @@ class BenchOptions:
         "metavar": "LLAMA_BENCH",
         "help": "path of llama.cpp's llama-bench (llama-batched-bench beside it): run it on the same model "
                 "and thread count after each round of ours and print both side by side"})
+    llamacpp_run_time_repack: bool = field(default=False, metadata={
+        "help": "for ik_llama.cpp as --compare-llamacpp: pass its run-time repacking (-rtr) to both of its "
+                "benchmarks, its fastest CPU setting"})
 
     def __post_init__(self):
         if self.repeats < 1:
@@ -224,7 +227,8 @@ def llamacpp_round(options: BenchOptions, model_path: str, threads: int):
 
     return run_llamacpp(options.compare_llamacpp, model_path, threads,
                         prefill_tokens=options.prefill_tokens or 512, decode_tokens=options.decode_tokens,
-                        prompt_tokens=128, batch_sizes=list(options.batch_sizes), repeats=1)
+                        prompt_tokens=128, batch_sizes=list(options.batch_sizes), repeats=1,
+                        run_time_repack=options.llamacpp_run_time_repack)
 
 
 def llamacpp_summary(rounds: list[dict], theirs: list, threads: int) -> dict:

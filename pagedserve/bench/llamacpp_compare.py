@@ -3,6 +3,10 @@
 `llama-bench` gives prefill (pp N) and single-sequence decode (tg N) tokens/s; `llama-batched-bench`
 (found beside it) gives aggregate decode tokens/s for several parallel sequences. Nothing of
 llama.cpp is shipped or built here: the caller passes the path of a binary built elsewhere.
+
+The same code drives ik_llama.cpp, the fastest CPU fork: its llama-bench speaks `-o json` (not
+jsonl), its llama-batched-bench prints only a markdown table, and `run_time_repack` passes its
+`-rtr` (repack the weights into its fastest CPU layouts at load).
 """
 
 from __future__ import annotations
@@ -20,26 +24,35 @@ class LlamaCppFigures:
     build_commit: str
 
 
-def _run_jsonl(cmd: list[str], timeout: float) -> list[dict]:
+def _run(cmd: list[str], timeout: float) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{os.path.basename(cmd[0])} failed ({result.returncode}): {result.stderr[-400:]}")
-    rows = []
-    for line in result.stdout.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            rows.append(json.loads(line))
+    return result.stdout
+
+
+def batched_rows(stdout: str) -> list[dict]:
+    """(pl, speed_tg) rows of llama-batched-bench: its jsonl lines (mainline), else the rows of its
+    markdown table `| PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...` (ik_llama.cpp)."""
+    rows = [json.loads(line) for line in map(str.strip, stdout.splitlines()) if line.startswith("{")]
+    if rows:
+        return [{"pl": int(r["pl"]), "speed_tg": float(r["speed_tg"])} for r in rows]
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[0].isdigit():
+            rows.append({"pl": int(cells[2]), "speed_tg": float(cells[7])})
     return rows
 
 
 def run_llamacpp(llama_bench: str, model: str, threads: int, *, prefill_tokens: int = 512,
                  decode_tokens: int = 128, prompt_tokens: int = 128, batch_sizes: list[int] = (1,),
-                 repeats: int = 3, timeout: float = 1800.0) -> LlamaCppFigures:
+                 repeats: int = 3, run_time_repack: bool = False, timeout: float = 1800.0) -> LlamaCppFigures:
     """Prefill and decode figures from llama-bench / llama-batched-bench (medians of `repeats`)."""
     if not os.path.isfile(llama_bench):
         raise FileNotFoundError(f"llama-bench not found at {llama_bench}")
-    rows = _run_jsonl([llama_bench, "-m", model, "-t", str(threads), "-p", str(prefill_tokens),
-                       "-n", str(decode_tokens), "-r", str(repeats), "-o", "jsonl"], timeout)
+    rows = json.loads(_run([llama_bench, "-m", model, "-t", str(threads), "-p", str(prefill_tokens),
+                            "-n", str(decode_tokens), "-r", str(repeats), "-o", "json",
+                            *(["-rtr", "1"] if run_time_repack else [])], timeout))
     prefill = next(r for r in rows if r["n_prompt"] == prefill_tokens and r["n_gen"] == 0)
     tg = next(r for r in rows if r["n_gen"] == decode_tokens and r["n_prompt"] == 0)
     decode = {"1": float(_median(tg["samples_ts"]))}
@@ -49,11 +62,13 @@ def run_llamacpp(llama_bench: str, model: str, threads: int, *, prefill_tokens: 
         n_ctx = max(wanted) * (prompt_tokens + decode_tokens) + 64
         runs: dict[int, list[float]] = {b: [] for b in wanted}
         for _ in range(repeats):
-            for r in _run_jsonl([batched, "-m", model, "-t", str(threads), "-c", str(n_ctx),
-                                 "-b", "2048", "-ub", "512", "-npp", str(prompt_tokens),
-                                 "-ntg", str(decode_tokens), "-npl", ",".join(map(str, wanted)),
-                                 "--output-format", "jsonl"], timeout):
-                runs[int(r["pl"])].append(float(r["speed_tg"]))
+            stdout = _run([batched, "-m", model, "-t", str(threads), "-c", str(n_ctx),
+                           "-b", "2048", "-ub", "512", "-npp", str(prompt_tokens),
+                           "-ntg", str(decode_tokens), "-npl", ",".join(map(str, wanted)),
+                           "--output-format", "jsonl", *(["-rtr"] if run_time_repack else [])], timeout)
+            for r in batched_rows(stdout):
+                if r["pl"] in runs:
+                    runs[r["pl"]].append(r["speed_tg"])
         decode.update({str(b): _median(v) for b, v in runs.items() if v})
     return LlamaCppFigures(float(_median(prefill["samples_ts"])), decode, str(prefill.get("build_commit", "")))
 
