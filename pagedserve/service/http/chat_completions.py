@@ -50,9 +50,14 @@ async def create_chat_completion(body: ChatCompletionRequest, backend: Backend, 
 
     if body.stream:
         started: set[int] = set()
+        # The chunks between a choice's role chunk and its last carry only content (when no logprobs).
+        content_events = r.TextChunkEvents(lambda index, text: envelope("chat.completion.chunk", [
+            {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]))
 
-        def chunks(index: int, output: RequestOutput) -> list[dict]:
+        def chunks(index: int, output: RequestOutput) -> list[dict | str]:
             usage.add(index, output)
+            if index in started and output.new_text and not body.logprobs and not output.finished:
+                return [content_events.event(index, output.new_text)]
             out = []
             if index not in started:  # OpenAI's first delta of a choice carries the role
                 started.add(index)

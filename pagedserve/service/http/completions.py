@@ -97,10 +97,15 @@ async def create_completion(body: CompletionRequest, backend: Backend, owner: st
 
     if body.stream:
         started: set[int] = set()
+        # The chunks between a choice's first and its last carry only text (when no logprobs).
+        text_events = r.TextChunkEvents(lambda index, text: envelope([
+            {"index": index, "text": text, "logprobs": None, "finish_reason": None, "stop_reason": None}]))
 
-        def chunks(index: int, output: RequestOutput) -> list[dict]:
+        def chunks(index: int, output: RequestOutput) -> list[dict | str]:
             usage.add(index, output)
             first = index not in started
+            if not first and logprobs is None and not output.finished:
+                return [text_events.event(index, output.new_text)]
             started.add(index)
             text = echo_text + output.new_text if body.echo and first else output.new_text
             return [envelope([choice(index, output, text, first)])]
