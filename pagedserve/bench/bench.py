@@ -130,6 +130,7 @@ def run_bench(args: EngineArgs, options: BenchOptions, model=None) -> tuple[dict
         "repeats": options.repeats,
         "threads": args.threads,
         "kv_dtype": args.kv_dtype,
+        "activation_bits": args.activation_bits,
         "block_size": spec.block_size,
         "sliding_window": args.sliding_window,
         "prefix_caching": args.enable_prefix_caching,

@@ -65,6 +65,11 @@ class EngineArgs:
     scheduling_policy: str = field(default="fcfs", metadata={
         "choices": SCHEDULING_POLICIES,
         "help": "waiting-queue order: first come first served, or by request priority (lower first)"})
+    activation_bits: int = field(default=16, metadata={
+        "choices": (16, 8),
+        "help": "bits the matmuls round activations to: 16 (exact default: top-1 agreement with float32) or 8 "
+                "(opt-in, as llama.cpp: 1.5-1.9x faster prefill and large batches on 4/5/6-bit weights, "
+                "coarser; `python -m pagedserve.bench.fidelity` measures it)"})
     speculative: str = field(default="off", metadata={
         "choices": SPECULATIVE_METHODS,
         "help": "speculative decoding: ngram = prompt-lookup drafts (the request's own earlier tokens), "
@@ -92,6 +97,8 @@ class EngineArgs:
             parse_memory(self.kv_cache_memory)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.activation_bits not in (16, 8):
+            raise ValueError(f"activation_bits must be 16 or 8, got {self.activation_bits}")
         if self.max_step_ms < 0:
             raise ValueError(f"max_step_ms must be >= 0, got {self.max_step_ms}")
         if self.max_model_len is not None and self.max_model_len < 1:

@@ -12,6 +12,7 @@ import numpy as np
 
 from pagedserve.engine.engine_args import EngineArgs
 from pagedserve.engine.step_budget import calibration_sizes, measure_step_cost, token_budget
+from pagedserve.model.activation_width import with_activation_bits
 from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer
 from pagedserve.model.loader import LoadedModel, load_model
 from pagedserve.model.model_fetch import resolve_model_path
@@ -43,6 +44,7 @@ def build_engine(args: EngineArgs, model: LoadedModel | None = None, warm_up: bo
         numba.set_num_threads(max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS)))
     if model is None:
         model = load_model(resolve_model_path(args.model))
+    model = dataclasses.replace(model, weights=with_activation_bits(model.weights, args.activation_bits))
     cfg = model.config
     spec = args.create_kv_cache_spec(layer_windows_for(model, args.sliding_window),
                                      num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)

@@ -3,7 +3,8 @@
 Each activation row is rounded to int16 per 32 inputs (scale = max|x| / 32767, round to nearest);
 alongside: the float sum of each weight group's inputs (for the weights' minimum), the int16 codes
 split into bytes (for `kernels/nibble_dot.py`) and, for Q6_K's codes stored + 32, -32 times the
-exact integer sum of each group's codes. Rows are padded (ROW_PAD_BYTES) and made on one thread
+exact integer sum of each group's codes. The opt-in 8-bit activations (`int8_operands_row`) are
+rounded the same way to int8 (scale = max|x| / 127). Rows are padded (ROW_PAD_BYTES) and made on one thread
 (a parallel loop here sits in every matmul specialisation and slowed the cold compile more than it
 sped up prefill).
 """
@@ -40,12 +41,13 @@ def quantize_activations(x, group_size, xq, dx, xsum):
 def quantize_row(x, m, group_size, xq, dx, xsum):
     """Row m of `quantize_activations` (rows are independent: any thread may take any row)."""
     row = np.ascontiguousarray(x[m])  # no copy for the C-contiguous inputs of the model
-    _quantize_row(row, row.view(np.int32), xq[m], dx[m])
+    _quantize_row(row, row.view(np.int32), xq[m], dx[m], np.float32(32767.0))
     _group_sums(row, group_size, xsum[m])
 
 
 @jit
-def _quantize_row(row, bits, codes, scales):
+def _quantize_row(row, bits, codes, scales, top_code):
+    # codes = round(x / scale) per block, scale = max|x| / top_code, |codes| <= top_code (float32).
     # Loops of a constant 32 over 1-D rows: LLVM unrolls and vectorises them (slices per block or
     # 2-D indexing ran 3-5x slower). max |x| is taken as the largest sign-cleared bit pattern: for
     # floats that are not NaN the integer order of the bits is the order of the magnitudes, and an
@@ -55,13 +57,13 @@ def _quantize_row(row, bits, codes, scales):
         top = np.int32(0)
         for k in range(ACT_BLOCK):
             top = max(top, bits[k0 + k] & np.int32(0x7FFFFFFF))
-        d = f32_from_bits(top) / np.float32(32767.0)
+        d = f32_from_bits(top) / top_code
         scales[b] = d
         inv = np.float32(1.0) / d if d > 0 else np.float32(0.0)
         for k in range(ACT_BLOCK):
             v = np.rint(row[k0 + k] * inv)
             # x * (32767 / amax) can round to 32767.002: the clip keeps |xq| <= 32767
-            codes[k0 + k] = np.int16(min(max(v, np.float32(-32767.0)), np.float32(32767.0)))
+            codes[k0 + k] = min(max(v, -top_code), top_code)
 
 
 @jit
@@ -124,9 +126,26 @@ def byte_operands_row(x, m, group_size, code_offset, xq, dx, xsum, xl, xh, xqsum
         low[k] = np.uint8(v & 255)
         high[k] = np.int8(v >> 8)
     if code_offset != 0:
-        sums = xqsum[m]
-        for j in range(x.shape[1] // group_size):
-            s = np.int32(0)
-            for k in range(j * group_size, (j + 1) * group_size):
-                s += np.int32(codes[k])
-            sums[j] = s * np.int32(-code_offset)
+        _offset_sums(codes, x.shape[1], group_size, code_offset, xqsum[m])
+
+
+@jit
+def _offset_sums(codes, num_cols, group_size, code_offset, sums):
+    # -code_offset times each group's exact integer code sum (codes stored + code_offset: Q6_K)
+    for j in range(num_cols // group_size):
+        s = np.int32(0)
+        for k in range(j * group_size, (j + 1) * group_size):
+            s += np.int32(codes[k])
+        sums[j] = s * np.int32(-code_offset)
+
+
+@jit
+def int8_operands_row(x, m, group_size, code_offset, dx, xsum, xh, xqsum):
+    """Row m as 8-bit activations for the nibble kernels' 8-bit passes: int8 codes per 32 inputs
+    (scale = max|x| / 127, round to nearest) in xh, their scales in dx, the float group sums in
+    xsum, and for codes stored + code_offset, -code_offset times each group's integer code sum."""
+    row = np.ascontiguousarray(x[m])
+    _quantize_row(row, row.view(np.int32), xh[m], dx[m], np.float32(127.0))
+    _group_sums(row, group_size, xsum[m])
+    if code_offset != 0:
+        _offset_sums(xh[m], x.shape[1], group_size, code_offset, xqsum[m])

@@ -74,7 +74,7 @@ def _splat_bytes(builder, row_ptr, offset):
 @intrinsic
 def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_addr, xsum_addr, xqsum_addr,
                      out_addr, num_groups, x_stride, xs_stride, dx_stride, out_stride, group_size, high_bits,
-                     rows, part):
+                     rows, part, act_bits):
     """One tile (part 0), half tile (part 1 / 2) or quarter tile (part 3 + c) of 64 output rows
     against `rows` activation rows.
 
@@ -86,9 +86,11 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
     scale, minv: the tile's scales in a mode of `kernels/group_scales.py`. group_size (32, or 16
     with high_bits 2), high_bits (0, 1 or 2), rows and part must be literals.
     """
-    for lit in (group_size, high_bits, rows, part):
+    for lit in (group_size, high_bits, rows, part, act_bits):
         if not isinstance(lit, types.IntegerLiteral):
             raise RequireLiteralValue(lit)
+    # 8: the activations are int8 codes in xh alone (xl is not read): one dot product per code vector
+    eight_bit = act_bits.literal_value == 8
     g_size = group_size.literal_value
     n_high = high_bits.literal_value
     n_rows = rows.literal_value
@@ -140,7 +142,7 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
             xh_rows = [builder.gep(xh_p, [builder.add(builder.mul(i64(m), x_stride_v), x_off)])
                        for m in range(n_rows)]
             for d in range(n_quads):
-                xs = [[(_splat_bytes(builder, xl_rows[m], i64(g_size // 2 * half + 4 * d)),
+                xs = [[(None if eight_bit else _splat_bytes(builder, xl_rows[m], i64(g_size // 2 * half + 4 * d)),
                         _splat_bytes(builder, xh_rows[m], i64(g_size // 2 * half + 4 * d))) for half in (0, 1)]
                       for m in range(n_rows)]
                 for c in cs:
@@ -153,7 +155,8 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
                         for half in (0, 1):
                             s = half if split_nibbles else 0
                             xl, xh = xs[m][half]
-                            acc_l[m][s][c] = _dpbusd(builder, acc_l[m][s][c], xl, codes[half])
+                            if not eight_bit:
+                                acc_l[m][s][c] = _dpbusd(builder, acc_l[m][s][c], xl, codes[half])
                             acc_h[m][s][c] = _dpbusd(builder, acc_h[m][s][c], codes[half], xh)
             eight = ir.Constant(_V16I32, [8] * 16)
             group_scales = {c: scales.vectors(builder, g, c) for c in cs}
@@ -166,12 +169,13 @@ def nibble_tile_pass(typingctx, codes_addr, scale, minv, xl_addr, xh_addr, dx_ad
                 for c in cs:
                     isum = zero
                     for s in range(n_sets):
-                        isum = builder.add(isum, builder.add(builder.shl(acc_h[m][s][c], eight), acc_l[m][s][c]))
+                        high = acc_h[m][s][c] if eight_bit else builder.shl(acc_h[m][s][c], eight)
+                        isum = builder.add(isum, builder.add(high, acc_l[m][s][c]))
                     finish_group(builder, isum, acc_slots[m][c], *group_scales[c], dxm, xsm)
         store_accumulators(builder, acc_slots, out_p, out_stride_v)
         return context.get_dummy_value()
 
-    sig = types.void(types.int64, scale, minv, *([types.int64] * 11), group_size, high_bits, rows, part)
+    sig = types.void(types.int64, scale, minv, *([types.int64] * 11), group_size, high_bits, rows, part, act_bits)
     return sig, codegen
 
 

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pagedserve.kernels.group_scales import super_record_bytes
-from pagedserve.kernels.quant_matmul import TILE, matmul_q4, matmul_q5, matmul_q6, matmul_q8
+from pagedserve.kernels.quant_matmul import (
+    NIBBLE_CODES_FOR_8BIT_ACTIVATIONS, TILE, matmul_q4, matmul_q4_a8, matmul_q5, matmul_q5_a8, matmul_q6, matmul_q6_a8,
+    matmul_q8,
+)
 from pagedserve.model.gguf_file import GGUFTensor, ModelLoadError
 from pagedserve.model.weight_formats import (
     AFFINE, FACTOR, FLOAT_FORMATS, QUANT_FORMATS, SUPER_BLOCK, BlockFields, dequantize, split_blocks,
@@ -211,7 +214,8 @@ def _row_slices(tensors: list[GGUFTensor], r0: int, r1: int) -> list[np.ndarray]
 
 def matmul(x: np.ndarray, weight: LinearWeight, out: np.ndarray) -> np.ndarray:
     """out [M, N] = x [M, K] @ W^T, for x float32 C-contiguous."""
-    kernel = _KERNELS.get(weight.kind)
+    eight_bit = weight.codes.dtype == NIBBLE_CODES_FOR_8BIT_ACTIVATIONS and weight.codes.ndim == 3
+    kernel = (_KERNELS_8BIT_ACTIVATIONS if eight_bit else _KERNELS).get(weight.kind)
     if kernel is None:
         np.dot(x, weight.codes.T, out=out)
     else:
@@ -220,3 +224,4 @@ def matmul(x: np.ndarray, weight: LinearWeight, out: np.ndarray) -> np.ndarray:
 
 
 _KERNELS = {"q4": matmul_q4, "q5": matmul_q5, "q6": matmul_q6, "q8": matmul_q8}
+_KERNELS_8BIT_ACTIVATIONS = {"q4": matmul_q4_a8, "q5": matmul_q5_a8, "q6": matmul_q6_a8}

@@ -37,6 +37,7 @@ NON_DEFAULT = {
     "threads": (2, "2"),
     "scheduling_policy": ("priority", "priority"),
     "seed": (7, "7"),
+    "activation_bits": (8, "8"),
     "speculative": ("ngram", "ngram"),
     "num_draft_tokens": (6, "6"),
     "speculative_max_batch_tokens": (8, "8"),
