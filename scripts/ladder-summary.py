@@ -1,6 +1,7 @@
 """The ladder's table from scripts/bench-ladder.sh's JSON files: per model and figure, the medians
 over rounds of ours, of llama.cpp's, and of the per-round ratio (each ratio pairs runs of the same
-minutes), with the roofline fraction of ours. Files <model>.<round>.ik.json (IK_LLAMA_BENCH) add
+minutes), with the roofline fraction of ours (decode: of the read bandwidth; prefill: of the VNNI peak of
+the instruction its activation width uses, vpdpwssd for 16 bits, vpdpbusd for 8). Files <model>.<round>.ik.json (IK_LLAMA_BENCH) add
 ik_llama.cpp's columns.
     python scripts/ladder-summary.py OUT_DIR
 """
@@ -18,7 +19,10 @@ def load(out: str, model: str, suffix: str) -> list[dict]:
     rows = []
     for path in sorted(glob.glob(os.path.join(out, f"{model}.*{suffix}.json"))):
         if suffix or not path.endswith(".ik.json"):
-            rows.append(json.load(open(path)))
+            try:
+                rows.append(json.load(open(path)))
+            except json.JSONDecodeError:  # a run still writing (or killed): not a round
+                continue
     return rows
 
 
@@ -29,8 +33,9 @@ def figure(row: dict, key: str, theirs: bool = False):
 
 def roofline(rows: list[dict], key: str) -> str:
     try:
-        if key == "prefill":
-            return "%.2f" % statistics.median(r["roofline"]["int_dot"]["fraction"]["prefill"]["vpdpwssd"] for r in rows)
+        if key == "prefill":  # the peak of the instruction the activation width uses
+            unit = {8: "vpdpbusd"}.get(rows[0].get("activation_bits"), "vpdpwssd")
+            return "%.2f" % statistics.median(r["roofline"]["int_dot"]["fraction"]["prefill"][unit] for r in rows)
         return "%.2f" % statistics.median(r["roofline"]["decode"][key]["fraction"] for r in rows)
     except (KeyError, TypeError, statistics.StatisticsError):
         return ""
@@ -57,7 +62,8 @@ def main(out: str) -> None:
             ours, theirs, r = ratio(rows, key)
             line = f"| {model if key == 'prefill' else ''} | {name} | {ours:.1f} | {theirs:.1f} | {r:.2f}x |"
             if ik:
-                line += " | |" if not ik_rows else " {1:.1f} | {2:.2f}x |".format(*ratio(ik_rows, key))
+                has_ik = any(figure(r, key) and figure(r, key, True) for r in ik_rows)
+                line += " {1:.1f} | {2:.2f}x |".format(*ratio(ik_rows, key)) if has_ik else " - | - |"
             print(line + f" {roofline(rows, key)} | {len(rows)} |")
 
 

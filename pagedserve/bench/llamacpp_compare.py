@@ -24,11 +24,12 @@ class LlamaCppFigures:
     build_commit: str
 
 
-def _run(cmd: list[str], timeout: float) -> str:
+def _run(cmd: list[str], timeout: float, with_stderr: bool = False) -> str:
+    """The command's stdout (and then its stderr, where ik_llama.cpp's batched-bench logs its table)."""
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{os.path.basename(cmd[0])} failed ({result.returncode}): {result.stderr[-400:]}")
-    return result.stdout
+    return result.stdout + result.stderr if with_stderr else result.stdout
 
 
 def batched_rows(stdout: str) -> list[dict]:
@@ -65,7 +66,8 @@ def run_llamacpp(llama_bench: str, model: str, threads: int, *, prefill_tokens: 
             stdout = _run([batched, "-m", model, "-t", str(threads), "-c", str(n_ctx),
                            "-b", "2048", "-ub", "512", "-npp", str(prompt_tokens),
                            "-ntg", str(decode_tokens), "-npl", ",".join(map(str, wanted)),
-                           "--output-format", "jsonl", *(["-rtr"] if run_time_repack else [])], timeout)
+                           "--output-format", "jsonl", *(["-rtr"] if run_time_repack else [])], timeout,
+                          with_stderr=True)
             for r in batched_rows(stdout):
                 if r["pl"] in runs:
                     runs[r["pl"]].append(r["speed_tg"])

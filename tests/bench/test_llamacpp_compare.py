@@ -24,9 +24,9 @@ def test_batched_rows_read_both_output_formats():
     assert batched_rows("no figures here\n| PP | TG | B |\n") == []
 
 
-def _script(path, argv_log, stdout: str) -> None:
+def _script(path, argv_log, stdout: str, to_stderr: bool = False) -> None:
     with open(path, "w") as f:
-        f.write(f"#!/bin/sh\necho \"$@\" >> {argv_log}\ncat <<'END'\n{stdout}END\n")
+        f.write(f"#!/bin/sh\necho \"$@\" >> {argv_log}\ncat {'>&2 ' if to_stderr else ''}<<'END'\n{stdout}END\n")
     os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
 
 
@@ -35,7 +35,7 @@ def test_ik_llamacpp_gets_its_repack_flag_and_its_table_is_read(tmp_path):
                   {"n_prompt": 0, "n_gen": 32, "samples_ts": [47.0, 48.0, 49.0], "build_commit": "ik1"}]
     log = tmp_path / "argv.txt"
     _script(tmp_path / "llama-bench", log, json.dumps(bench_rows, indent=2) + "\n")
-    _script(tmp_path / "llama-batched-bench", log, IK_BATCHED)
+    _script(tmp_path / "llama-batched-bench", log, IK_BATCHED, to_stderr=True)  # ik logs its table there
     figures = run_llamacpp(str(tmp_path / "llama-bench"), "m.gguf", 2, decode_tokens=32, batch_sizes=[1, 32],
                            repeats=1, run_time_repack=True)
     assert figures.prefill_tok_s == 190.0 and figures.build_commit == "ik1"
