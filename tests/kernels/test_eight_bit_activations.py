@@ -8,7 +8,7 @@ import pytest
 
 from pagedserve.model.weight_formats import decode_blocks
 from pagedserve.model.weight_layout import build_linear, matmul
-from tests.kernels.helpers import make_tensor
+from tests.kernels.helpers import assert_rows_batch_invariant, make_tensor
 
 # Every nibble layout (4, 5 and 6-bit codes) and every scale mode (affine, factor, K-quant records).
 FORMATS = ("Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q5_K", "Q6_K")
@@ -55,11 +55,4 @@ def test_rows_are_independent_of_the_batch():
     """Batch invariance holds within the 8-bit mode: a row alone equals that row in any batch."""
     for fmt in ("Q4_1", "Q4_K", "Q6_K"):
         num_in = 512 if fmt.endswith("_K") else 160
-        weight = eight_bit(build_linear(make_tensor(fmt, 130, num_in, seed=3)))
-        batch = np.random.default_rng(5).standard_normal((19, num_in)).astype(np.float32)
-        full = np.empty((19, 130), np.float32)
-        matmul(batch, weight, full)
-        for lo, hi in ((0, 1), (7, 9), (16, 19), (5, 12)):
-            part = np.empty((hi - lo, 130), np.float32)
-            matmul(np.ascontiguousarray(batch[lo:hi]), weight, part)
-            np.testing.assert_array_equal(part, full[lo:hi])
+        assert_rows_batch_invariant(eight_bit(build_linear(make_tensor(fmt, 130, num_in, seed=3))), num_in)

@@ -20,7 +20,7 @@ from pagedserve.kernels.activation_codes import quantize_activations
 from pagedserve.model.forward import embed
 from pagedserve.model.weight_formats import QUANT_FORMATS, decode_blocks, dequantize
 from pagedserve.model.weight_layout import build_linear, matmul
-from tests.kernels.helpers import make_tensor, matmul_layouts_case, numpy_quantize
+from tests.kernels.helpers import assert_rows_batch_invariant, make_tensor, matmul_layouts_case, numpy_quantize
 from tests.kernels.widened_layout import widened_linear
 
 
@@ -75,15 +75,7 @@ def test_matmul_is_batch_invariant():
     """A row's output is bit-identical alone and inside batches of other sizes (every pass size)."""
     for fmt in ("Q4_1", "Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"):
         num_in = 512 if fmt.endswith("_K") else 160
-        weight = build_linear(make_tensor(fmt, 130, num_in, seed=3))
-        rng = np.random.default_rng(5)
-        batch = rng.standard_normal((19, num_in)).astype(np.float32)
-        full = np.empty((19, 130), np.float32)
-        matmul(batch, weight, full)
-        for lo, hi in ((0, 1), (7, 9), (16, 19), (5, 12)):
-            part = np.empty((hi - lo, 130), np.float32)
-            matmul(np.ascontiguousarray(batch[lo:hi]), weight, part)
-            np.testing.assert_array_equal(part, full[lo:hi])
+        assert_rows_batch_invariant(build_linear(make_tensor(fmt, 130, num_in, seed=3)), num_in)
 
 
 _PORTABLE_SCRIPT = """
