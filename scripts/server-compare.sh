@@ -3,7 +3,8 @@
 # llama-server over HTTP, then pagedserve over HTTP and over gRPC, each started, measured, stopped.
 #   LLAMA_SERVER=/path/llama-server scripts/server-compare.sh MODEL.gguf OUT_DIR
 # Env: STREAMS (32), NUM_REQUESTS (96), INPUT_LEN (128), OUTPUT_LEN (128), LLAMA_CTX (slots x 2 x
-# (input + output)), KV_MEMORY (pagedserve --kv-cache-memory, 512MiB), THREADS (2).
+# (input + output)), KV_MEMORY (pagedserve --kv-cache-memory, 512MiB), THREADS (2), SERVE_ARGS (more
+# `pagedserve serve` flags, e.g. "--activation-bits 8").
 # Prints each run's summary and the servers' peak RSS (VmHWM, read just before stopping).
 set -euo pipefail
 MODEL="$1"; OUT="$2"; mkdir -p "$OUT"
@@ -26,7 +27,7 @@ pid=$!
 echo "llama-server peak RSS: $(peak_rss $pid)" | tee "$OUT/llama-server.rss"
 stop $pid
 
-"$PAGEDSERVE" serve --model "$MODEL" --threads "$THREADS" --kv-cache-memory "${KV_MEMORY:-512MiB}" \
+"$PAGEDSERVE" serve --model "$MODEL" --threads "$THREADS" --kv-cache-memory "${KV_MEMORY:-512MiB}" ${SERVE_ARGS:-} \
   --host 127.0.0.1 --port 18051 --http-host 127.0.0.1 --http-port 18000 > "$OUT/pagedserve.log" 2>&1 &
 pid=$!
 "$PAGEDSERVE" loadtest --target openai --url http://127.0.0.1:18000 --prompt-format ids "${LOAD[@]}" \
