@@ -142,10 +142,26 @@ def _offset_sums(codes, num_cols, group_size, code_offset, sums):
 @jit
 def int8_operands_row(x, m, group_size, code_offset, dx, xsum, xh, xqsum):
     """Row m as 8-bit activations for the nibble kernels' 8-bit passes: int8 codes per 32 inputs
-    (scale = max|x| / 127, round to nearest) in xh, their scales in dx, the float group sums in
-    xsum, and for codes stored + code_offset, -code_offset times each group's integer code sum."""
+    (scale = max|x| / 127, round to nearest) in xh, their scales in dx, the sums of each group's
+    rounded activations in xsum, and for codes stored + code_offset, -code_offset times each
+    group's integer code sum."""
     row = np.ascontiguousarray(x[m])
     _quantize_row(row, row.view(np.int32), xh[m], dx[m], np.float32(127.0))
-    _group_sums(row, group_size, xsum[m])
+    _rounded_group_sums(xh[m], dx[m], x.shape[1], group_size, xsum[m])
     if code_offset != 0:
         _offset_sums(xh[m], x.shape[1], group_size, code_offset, xqsum[m])
+
+
+@jit
+def _rounded_group_sums(codes, scales, num_cols, group_size, sums):
+    # The sum of each group's rounded activations (scale * integer code sum; a group lies within
+    # one 32-input block), so the weights' minimum meets the same rounded inputs as their codes:
+    # the product is then rounded inputs times the dequantized weights, whose error scales with
+    # the weights themselves. With the exact float sums (as at 16 bits) the error of a Q4_1 or
+    # Q4_K matrix scaled with scale * code instead, the uncentred part of the weight, and the
+    # 8-bit mode sat twice as far from float32 as llama.cpp (mean |delta logprob| 0.188 vs 0.095).
+    for j in range(num_cols // group_size):
+        s = np.int32(0)
+        for k in range(j * group_size, (j + 1) * group_size):
+            s += np.int32(codes[k])
+        sums[j] = scales[j * group_size // ACT_BLOCK] * np.float32(s)

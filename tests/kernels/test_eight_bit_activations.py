@@ -1,5 +1,6 @@
 """The opt-in 8-bit-activation kernels (an int8 view of the nibble codes) against NumPy: the
-documented rounding (int8 per 32 inputs, scale = max|x| / 127) then the weights' own arithmetic."""
+documented rounding (int8 per 32 inputs, scale = max|x| / 127), then the rounded activations
+times the dequantized weights (codes and minimum alike)."""
 
 from dataclasses import replace
 
@@ -42,7 +43,7 @@ def test_matches_the_numpy_scheme(fmt, num_rows):
     dec = decode_blocks(fmt, tensor.data, num_in)
     w_codes = dec.q.astype(np.float64) * np.repeat(dec.scale, dec.group_size, axis=1)  # [N, K]
     w_min = np.repeat(dec.min, dec.group_size, axis=1).astype(np.float64)
-    scheme = numpy_quantize_8bit(x) @ w_codes.T + x.astype(np.float64) @ w_min.T
+    scheme = numpy_quantize_8bit(x) @ (w_codes + w_min).T
     size = np.abs(scheme).max()
     np.testing.assert_allclose(out, scheme, rtol=0, atol=2e-6 * size * np.sqrt(num_in / 32))
     # and it is the 8-bit rounding, not the 16-bit one: the exact kernels' result is elsewhere
