@@ -11,8 +11,9 @@ from pagedserve.model.weight_formats import decode_blocks
 from pagedserve.model.weight_layout import build_linear, matmul
 from tests.kernels.helpers import assert_rows_batch_invariant, make_tensor
 
-# Every nibble layout (4, 5 and 6-bit codes) and every scale mode (affine, factor, K-quant records).
-FORMATS = ("Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q5_K", "Q6_K")
+# Every nibble layout (4, 5 and 6-bit codes) and every scale mode (affine, factor, K-quant records),
+# each compiled once: Q4_0 and Q5_K add no new combination (and each costs a compile in the suite).
+FORMATS = ("Q4_1", "Q5_0", "Q4_K", "Q6_K")
 
 
 def numpy_quantize_8bit(x: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def eight_bit(weight):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("num_rows", [1, 3, 8, 13])
+@pytest.mark.parametrize("num_rows", [1, 3, 13])  # 13 rows: passes of 8, 4 and 1
 def test_matches_the_numpy_scheme(fmt, num_rows):
     num_in = 512 if fmt.endswith("_K") else 96
     num_out = 70  # not a multiple of the 64-row tile
