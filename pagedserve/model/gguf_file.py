@@ -55,6 +55,16 @@ class GGUFFile:
         resident beside the repacked weights (1B Q4_K_M: 0.8 GB less at the load peak)."""
         self.release_bytes(tensor.data)
 
+    def release_header(self) -> None:
+        """Drop the pages before the first tensor (the parsed header and metadata) the same way."""
+        if self.buffer is None or not self.tensors:
+            return
+        import numpy as np
+
+        base = np.frombuffer(self.buffer, dtype=np.uint8, count=1).ctypes.data
+        first = min(t.data.ctypes.data for t in self.tensors.values()) - base
+        self.release_bytes(np.frombuffer(self.buffer, dtype=np.uint8, count=first))
+
     def release_bytes(self, view) -> None:
         """`release` for any view into the file's bytes (e.g. the rows of a tensor just repacked)."""
         if self.buffer is None or not hasattr(mmap, "MADV_DONTNEED") or view.nbytes == 0:

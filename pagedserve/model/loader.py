@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from dataclasses import dataclass
 
+from pagedserve.model.freed_memory import release_freed_memory
 from pagedserve.model.config import SUPPORTED_ARCHITECTURES, ModelConfig, config_from_metadata
-from pagedserve.model.gguf_file import ModelLoadError, read_gguf
-from pagedserve.model.layer_stack import stack_layers
+from pagedserve.model.gguf_file import GGUFFile, ModelLoadError, read_gguf
 from pagedserve.model.tokenizer import Tokenizer, load_tokenizer
 from pagedserve.model.weights import ModelWeights, dominant_format, load_weights
 
@@ -24,12 +23,17 @@ class LoadedModel:
     tokenizer: Tokenizer
 
 
-def _release_freed_memory() -> None:
-    """Hand the decoding temporaries back to the OS (glibc keeps freed heap memory otherwise)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+# Metadata the tokenizer has read into its own tables: on a 128k vocabulary, ~20 MB of Python
+# strings that would otherwise stay alive (and on top of the weights) until the load ends.
+_VOCABULARY_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                    "tokenizer.ggml.scores")
+
+
+def _drop_vocabulary(gguf: GGUFFile) -> None:
+    for key in _VOCABULARY_KEYS:
+        gguf.metadata.pop(key, None)
+    gguf.release_header()
+    release_freed_memory()
 
 
 def load_model(path: str) -> LoadedModel:
@@ -51,14 +55,15 @@ def load_model(path: str) -> LoadedModel:
         raise ModelLoadError(f"{path}: tensor 'token_embd.weight' has shape {embd.shape}, expected "
                              f"{tokenizer.vocab_size} rows (one per tokenizer token)")
     config = config_from_metadata(meta, dominant_format(gguf), vocab_size=embd.shape[0])
+    _drop_vocabulary(gguf)
     try:
-        weights = stack_layers(load_weights(gguf, config))
+        weights = load_weights(gguf, config)
     except ModelLoadError:
         raise
     except (ValueError, IndexError) as e:
         raise ModelLoadError(f"{path}: tensor data is corrupt ({e})") from None
     del gguf, embd  # unmaps the file: only the repacked weights stay resident
-    _release_freed_memory()
+    release_freed_memory()
     log.info("loaded %s (%s, %d layers, %s) in %.1f s", path, arch, config.num_layers,
              config.weight_format, time.perf_counter() - start)
     return LoadedModel(path, config, weights, tokenizer)

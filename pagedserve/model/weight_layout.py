@@ -35,8 +35,10 @@ from pagedserve.model.weight_formats import (
 # Rows repacked at a time (a multiple of TILE): the decoded codes and their reshuffles take a few
 # bytes per weight while a chunk is repacked. 1B Q4_K_M (file 766 MB, weights 793 MB), load peak
 # above the imports: 2127 MB repacking whole matrices, 1100 MB in chunks of 4096 rows, 900 MB with
-# the chunks' file pages dropped as they go, 859 MB with chunks of 1024 rows.
-REPACK_ROWS = 16 * TILE
+# the chunks' file pages dropped as they go, 859 MB with chunks of 1024 rows; then, with the heap
+# trimmed per chunk and the vocabulary strings dropped before the weights (model/loader.py),
+# 837-839 MB with chunks of 1024 rows and 833-834 MB with 512 (load time the same, ~6 s).
+REPACK_ROWS = 8 * TILE
 NIBBLE_KINDS = ("q4", "q5", "q6")  # codes in nibbles, plus 0, 1 or 2 high-bit planes
 QUANT_KINDS = NIBBLE_KINDS + ("q8",)
 _KIND_OF_BITS = {4: "q4", 5: "q5", 6: "q6", 8: "q8"}
@@ -195,6 +197,7 @@ def build_linear_fused(tensors: list[GGUFTensor], release: Callable[[np.ndarray]
         scale[t0:t0 + part_tiles] = part_scale
         if minv.ndim > 1:
             minv[t0:t0 + part_tiles] = part_minv
+        del f, part_codes, part_scale, part_minv  # freed before `release`, which may trim the heap
         if release is not None:
             for raw in raw_rows:
                 release(raw)

@@ -9,8 +9,10 @@ import numpy as np
 
 from pagedserve.kernels.decoder_layer import LayerParams, Linear
 from pagedserve.model.config import ModelConfig
+from pagedserve.model.freed_memory import release_freed_memory
 from pagedserve.model.gguf_file import GGUFFile, GGUFTensor, ModelLoadError
-from pagedserve.model.weight_formats import SUPPORTED_FORMATS, dequantize
+from pagedserve.model.layer_stack import LayerStack
+from pagedserve.model.weight_formats import QUANT_FORMATS, SUPPORTED_FORMATS, dequantize
 from pagedserve.model.weight_layout import LinearWeight, build_linear, build_linear_fused
 
 
@@ -133,54 +135,87 @@ def _fused(tensors: list[GGUFTensor]) -> tuple[LinearWeight, tuple[LinearWeight,
 
 
 def _release_tensors(gguf: GGUFFile, prefix: str) -> None:
-    """Drop the file pages of the tensors named `prefix`... from resident memory: they are repacked."""
+    """Drop the file pages of the tensors named `prefix`... from resident memory (they are
+    repacked), and the freed repacking temporaries with them."""
     for name, tensor in gguf.tensors.items():
         if name.startswith(prefix):
             gguf.release(tensor)
+    release_freed_memory()
+
+
+def _chunk_releaser(gguf: GGUFFile):
+    """The release callback of a vocabulary-sized matrix: each chunk's file pages and temporaries."""
+    def release(view: np.ndarray) -> None:
+        gguf.release_bytes(view)
+        release_freed_memory()
+    return release
+
+
+def _layer_formats_uniform(gguf: GGUFFile, num_layers: int) -> bool:
+    """Every layer stores each matrix role in one quantized format, q/k/v alike and gate/up alike:
+    the layers will repack to one layout per role and can be stacked (model/layer_stack.py)."""
+    for names in (("attn_q", "attn_k", "attn_v"), ("attn_output",), ("ffn_gate", "ffn_up"), ("ffn_down",)):
+        tensors = [gguf.tensors.get(f"blk.{i}.{name}.weight") for i in range(num_layers) for name in names]
+        if any(t is None for t in tensors):
+            return False
+        formats = {t.type_name for t in tensors}
+        if len(formats) != 1 or formats.pop() not in QUANT_FORMATS:
+            return False
+    return True
+
+
+def _load_layer(gguf: GGUFFile, cfg: ModelConfig, i: int) -> LayerWeights:
+    d, f = cfg.hidden_size, cfg.ffn_size
+    p = f"blk.{i}."
+    q = _matrix(gguf, p + "attn_q.weight", (cfg.q_size, d))
+    k = _matrix(gguf, p + "attn_k.weight", (cfg.kv_size, d))
+    v = _matrix(gguf, p + "attn_v.weight", (cfg.kv_size, d))
+    qkv, qkv_split = _fused([q, k, v])
+    bias = None
+    if p + "attn_q.bias" in gguf.tensors:
+        bias = np.concatenate([
+            _vector(gguf, p + "attn_q.bias", cfg.q_size),
+            _vector(gguf, p + "attn_k.bias", cfg.kv_size),
+            _vector(gguf, p + "attn_v.bias", cfg.kv_size),
+        ])
+    gate = _matrix(gguf, p + "ffn_gate.weight", (f, d))
+    up = _matrix(gguf, p + "ffn_up.weight", (f, d))
+    gate_up, gate_up_split = _fused([gate, up])
+    is_gemma = cfg.architecture == "gemma3"
+    return LayerWeights(
+        attn_norm=_vector(gguf, p + "attn_norm.weight", d),
+        qkv=qkv,
+        qkv_split=qkv_split,
+        qkv_bias=bias,
+        q_norm=_vector(gguf, p + "attn_q_norm.weight", cfg.head_dim, required=is_gemma),
+        k_norm=_vector(gguf, p + "attn_k_norm.weight", cfg.head_dim, required=is_gemma),
+        attn_output=build_linear(_matrix(gguf, p + "attn_output.weight", (d, cfg.q_size))),
+        post_attn_norm=_vector(gguf, p + "post_attention_norm.weight", d, required=is_gemma),
+        ffn_norm=_vector(gguf, p + "ffn_norm.weight", d),
+        gate_up=gate_up,
+        gate_up_split=gate_up_split,
+        ffn_down=build_linear(_matrix(gguf, p + "ffn_down.weight", (d, f))),
+        post_ffn_norm=_vector(gguf, p + "post_ffw_norm.weight", d, required=is_gemma),
+    )
 
 
 def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
+    """Repack every weight of the model; a model whose layers share their formats comes with the
+    stacked arrays (`ModelWeights.stack`), its layers being views into them."""
     check_formats(gguf)
-    d, f = cfg.hidden_size, cfg.ffn_size
+    d = cfg.hidden_size
+    stack = LayerStack(cfg.num_layers) if _layer_formats_uniform(gguf, cfg.num_layers) else None
     layers = []
     for i in range(cfg.num_layers):
-        p = f"blk.{i}."
-        q = _matrix(gguf, p + "attn_q.weight", (cfg.q_size, d))
-        k = _matrix(gguf, p + "attn_k.weight", (cfg.kv_size, d))
-        v = _matrix(gguf, p + "attn_v.weight", (cfg.kv_size, d))
-        qkv, qkv_split = _fused([q, k, v])
-        bias = None
-        if p + "attn_q.bias" in gguf.tensors:
-            bias = np.concatenate([
-                _vector(gguf, p + "attn_q.bias", cfg.q_size),
-                _vector(gguf, p + "attn_k.bias", cfg.kv_size),
-                _vector(gguf, p + "attn_v.bias", cfg.kv_size),
-            ])
-        gate = _matrix(gguf, p + "ffn_gate.weight", (f, d))
-        up = _matrix(gguf, p + "ffn_up.weight", (f, d))
-        gate_up, gate_up_split = _fused([gate, up])
-        is_gemma = cfg.architecture == "gemma3"
-        layers.append(LayerWeights(
-            attn_norm=_vector(gguf, p + "attn_norm.weight", d),
-            qkv=qkv,
-            qkv_split=qkv_split,
-            qkv_bias=bias,
-            q_norm=_vector(gguf, p + "attn_q_norm.weight", cfg.head_dim, required=is_gemma),
-            k_norm=_vector(gguf, p + "attn_k_norm.weight", cfg.head_dim, required=is_gemma),
-            attn_output=build_linear(_matrix(gguf, p + "attn_output.weight", (d, cfg.q_size))),
-            post_attn_norm=_vector(gguf, p + "post_attention_norm.weight", d, required=is_gemma),
-            ffn_norm=_vector(gguf, p + "ffn_norm.weight", d),
-            gate_up=gate_up,
-            gate_up_split=gate_up_split,
-            ffn_down=build_linear(_matrix(gguf, p + "ffn_down.weight", (d, f))),
-            post_ffn_norm=_vector(gguf, p + "post_ffw_norm.weight", d, required=is_gemma),
-        ))
-        _release_tensors(gguf, p)
+        layer = _load_layer(gguf, cfg, i)
+        layers.append(layer if stack is None else stack.adopt(i, layer))
+        del layer  # a stacked layer's own arrays go now, not after the whole model
+        _release_tensors(gguf, f"blk.{i}.")
     # The vocabulary matrices are the largest (1B: 128256 rows): their file pages go chunk by chunk.
-    embedding = build_linear(_matrix(gguf, "token_embd.weight", (cfg.vocab_size, d)), gguf.release_bytes)
+    embedding = build_linear(_matrix(gguf, "token_embd.weight", (cfg.vocab_size, d)), _chunk_releaser(gguf))
     output = embedding
     if "output.weight" in gguf.tensors:
-        output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)), gguf.release_bytes)
+        output = build_linear(_matrix(gguf, "output.weight", (cfg.vocab_size, d)), _chunk_releaser(gguf))
     factors = _vector(gguf, "rope_freqs.weight", cfg.rope_dim // 2, required=False)
     _release_tensors(gguf, "")
     return ModelWeights(
@@ -189,4 +224,5 @@ def load_weights(gguf: GGUFFile, cfg: ModelConfig) -> ModelWeights:
         output_norm=_vector(gguf, "output_norm.weight", d),
         layers=tuple(layers),
         rope_freq_factors=factors,
+        stack=None if stack is None else stack.params(layers),
     )
