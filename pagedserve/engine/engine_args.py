@@ -152,4 +152,5 @@ class EngineArgs:
             stop_ids=frozenset(stop_ids),
             num_speculative_tokens=self.num_draft_tokens if self.speculative != "off" else 0,
             speculative_max_batch_tokens=self.speculative_max_batch_tokens,
+            step_fixed_tokens=0.0,  # measured at warm-up (engine_factory.calibrated_config), not a flag
         )

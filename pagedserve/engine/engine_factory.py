@@ -72,7 +72,7 @@ def calibrated_config(engine: LLMEngine, max_step_ms: float, vocab_size: int,
                       timer: Callable[[], float] = time.perf_counter) -> EngineConfig:
     """`engine.config` with the tokens per step that take about `max_step_ms` on this model, timed
     on the (idle, warm) `engine`: at least a block (or the configured budget, when smaller), at
-    most the configured budget. `timer`: seconds, as perf_counter (tests give a fake one)."""
+    most the configured budget; and with the step's fixed cost in tokens (speculation's cost rule). `timer`: seconds, as perf_counter (tests give a fake one)."""
     config = engine.config
     if config.max_num_batched_tokens <= config.block_size:
         return config  # no budget below the configured one is allowed: nothing to calibrate
@@ -91,7 +91,8 @@ def calibrated_config(engine: LLMEngine, max_step_ms: float, vocab_size: int,
              "for max_step_ms=%g (at most %d)", cost.fixed_ms, cost.per_token_ms,
              ", ".join(f"{t} tok {ms:.1f} ms" for t, ms in points), budget, max_step_ms,
              config.max_num_batched_tokens)
-    return dataclasses.replace(config, max_num_batched_tokens=budget)
+    return dataclasses.replace(config, max_num_batched_tokens=budget,
+                               step_fixed_tokens=cost.fixed_ms / cost.per_token_ms)
 
 
 def warm_up_engine(engine: LLMEngine) -> None:

@@ -19,7 +19,9 @@ class EngineConfig:
     `stop_ids`: the model's EOS ids; `scheduling_policy`: "fcfs" or "priority" (lower first).
     `num_speculative_tokens`: speculative decoding's k, draft tokens verified per request and step at
     most (0 = speculation off); `speculative_max_batch_tokens`: no drafts past this many tokens of
-    running requests in a step (scheduler/spec_policy.py).
+    running requests in a step; `step_fixed_tokens`: a step's cost that does not grow with its
+    tokens, in tokens' worth of compute (measured at warm-up; 0 = unknown), which tells auto-mode
+    speculation how many drafts pay (scheduler/spec_policy.py).
 
     No field has a default: the values come from `EngineArgs` (engine/engine_args.py), the one
     place the engine's defaults live.
@@ -36,6 +38,7 @@ class EngineConfig:
     stop_ids: frozenset[int]
     num_speculative_tokens: int
     speculative_max_batch_tokens: int
+    step_fixed_tokens: float
 
     def __post_init__(self):
         object.__setattr__(self, "stop_ids", frozenset(int(i) for i in self.stop_ids))
@@ -50,6 +53,8 @@ class EngineConfig:
             raise ValueError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
         if self.speculative_max_batch_tokens < 0:
             raise ValueError(f"speculative_max_batch_tokens must be >= 0, got {self.speculative_max_batch_tokens}")
+        if not self.step_fixed_tokens >= 0:
+            raise ValueError(f"step_fixed_tokens must be >= 0, got {self.step_fixed_tokens}")
         if self.scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(f"scheduling_policy must be one of {SCHEDULING_POLICIES}, got {self.scheduling_policy!r}")
 

@@ -79,7 +79,8 @@ class Scheduler:
         self.num_decode_tokens_last_step = 0
         self.num_prefill_tokens = 0  # total prompt (and recomputed) tokens computed, prefix hits excluded
         self.num_finished_by_reason: collections.Counter[str] = collections.Counter()
-        self.spec_policy = SpecPolicy(config.num_speculative_tokens, config.speculative_max_batch_tokens)
+        self.spec_policy = SpecPolicy(config.num_speculative_tokens, config.speculative_max_batch_tokens,
+                                      config.step_fixed_tokens)
         self.num_draft_tokens = 0  # total drafts verified
         self.num_accepted_draft_tokens = 0  # total of those the model accepted
         # acceptance_length_counts[a]: verify steps that accepted exactly a drafts

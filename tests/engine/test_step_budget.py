@@ -83,7 +83,9 @@ def test_calibrated_budget_is_what_the_scheduler_keeps_to():
     calibrating = LLMEngine(runner, config)
     calibrated = calibrated_config(calibrating, 100.0, vocab_size=101, timer=runner.clock)
     assert calibrated.max_num_batched_tokens == 40  # (100 - 20) / 2
-    assert dataclasses.replace(calibrated, max_num_batched_tokens=256) == config  # nothing else changed
+    assert calibrated.step_fixed_tokens == pytest.approx(10.0)  # 20 ms fixed / 2 ms per token
+    # nothing else changed
+    assert dataclasses.replace(calibrated, max_num_batched_tokens=256, step_fixed_tokens=0.0) == config
     assert config.max_num_batched_tokens == 256
     # Serving with it: 3 running decodes and a 300-token prompt; no step computes more than 40
     # tokens, so no step takes more than 100 ms on the fake clock, and the prompt is chunked to fill it.
