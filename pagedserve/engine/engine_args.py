@@ -53,7 +53,8 @@ class EngineArgs:
     max_step_ms: float = field(default=250.0, metadata={
         "help": "target time of one step in ms: at warm-up the model's cost per token is measured and "
                 "the tokens per step set so a step (a prefill chunk with the running decodes) takes about "
-                "this long, at most --max-num-batched-tokens (0 = off: that fixed budget alone)"})
+                "this long, at most --max-num-batched-tokens; while serving, measured step times correct "
+                "it (0 = off: that fixed budget alone)"})
     max_num_seqs: int = field(default=64, metadata={"help": "running requests at most"})
     max_waiting: int = field(default=1024, metadata={
         "help": "queued requests at most; more are refused (RESOURCE_EXHAUSTED)"})
@@ -152,5 +153,7 @@ class EngineArgs:
             stop_ids=frozenset(stop_ids),
             num_speculative_tokens=self.num_draft_tokens if self.speculative != "off" else 0,
             speculative_max_batch_tokens=self.speculative_max_batch_tokens,
-            step_fixed_tokens=0.0,  # measured at warm-up (engine_factory.calibrated_config), not a flag
+            max_step_ms=self.max_step_ms,
+            step_fixed_ms=0.0,  # measured at warm-up (engine_factory.calibrated_config), not flags
+            step_per_token_ms=0.0,
         )

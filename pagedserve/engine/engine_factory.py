@@ -11,7 +11,8 @@ import numba
 import numpy as np
 
 from pagedserve.engine.engine_args import EngineArgs
-from pagedserve.engine.step_budget import calibration_sizes, measure_step_cost, token_budget
+from pagedserve.engine.step_budget import calibration_sizes, measure_step_cost
+from pagedserve.scheduler.step_time_budget import token_budget
 from pagedserve.model.activation_width import with_activation_bits
 from pagedserve.model.incremental_detokenizer import IncrementalDetokenizer
 from pagedserve.model.loader import LoadedModel, load_model
@@ -91,8 +92,8 @@ def calibrated_config(engine: LLMEngine, max_step_ms: float, vocab_size: int,
              "for max_step_ms=%g (at most %d)", cost.fixed_ms, cost.per_token_ms,
              ", ".join(f"{t} tok {ms:.1f} ms" for t, ms in points), budget, max_step_ms,
              config.max_num_batched_tokens)
-    return dataclasses.replace(config, max_num_batched_tokens=budget,
-                               step_fixed_tokens=cost.fixed_ms / cost.per_token_ms)
+    return dataclasses.replace(config, max_num_batched_tokens=budget, max_step_ms=max_step_ms,
+                               step_fixed_ms=cost.fixed_ms, step_per_token_ms=cost.per_token_ms)
 
 
 def warm_up_engine(engine: LLMEngine) -> None:

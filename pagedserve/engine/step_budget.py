@@ -6,30 +6,21 @@ At warm-up `measure_step_cost` times a few real steps of this model on this mach
 chunks of two sizes and one decode step), `fit_step_cost` fits the line, and `token_budget` turns
 it into the scheduler's `max_num_batched_tokens`, so a prefill chunk holds running decodes back for
 about `max_step_ms` at most instead of a fixed token count (issue 14: 256 tokens took ~1.7 s at 1B).
+While serving, the scheduler corrects that budget by the measured step times
+(scheduler/step_time_budget.py, which holds `StepCost` and `token_budget`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.scheduler.engine import LLMEngine
-
-
-@dataclass(frozen=True)
-class StepCost:
-    """step_ms ~ fixed_ms + per_token_ms * tokens computed in the step."""
-
-    fixed_ms: float
-    per_token_ms: float
-
-    def step_ms(self, num_tokens: int) -> float:
-        return self.fixed_ms + self.per_token_ms * num_tokens
+from pagedserve.scheduler.step_time_budget import StepCost
 
 
 def fit_step_cost(samples: Sequence[tuple[int, float]]) -> StepCost:
@@ -49,16 +40,6 @@ def fit_step_cost(samples: Sequence[tuple[int, float]]) -> StepCost:
     if fixed < 0:  # the line through the origin with the same slope's least squares
         return StepCost(fixed_ms=0.0, per_token_ms=float(np.dot(tokens, ms) / np.dot(tokens, tokens)))
     return StepCost(fixed_ms=float(fixed), per_token_ms=float(per_token))
-
-
-def token_budget(cost: StepCost, max_step_ms: float, *, min_tokens: int, max_tokens: int) -> int:
-    """Tokens per step that fit in `max_step_ms`: floor((max_step_ms - fixed) / per_token),
-    clamped to [min_tokens, max_tokens] (min_tokens wins when the two cross)."""
-    if max_step_ms <= 0:
-        raise ValueError(f"max_step_ms must be > 0, got {max_step_ms}")
-    # The epsilon keeps rounding noise of a fitted cost (19.999999 tokens) from losing a token.
-    fitting = math.floor((max_step_ms - cost.fixed_ms) / cost.per_token_ms + 1e-6)
-    return max(min(min_tokens, max_tokens), min(fitting, max_tokens))
 
 
 def calibration_sizes(max_chunk: int) -> tuple[int, ...]:

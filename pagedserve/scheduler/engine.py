@@ -112,6 +112,7 @@ class LLMEngine:
                 outputs = self.scheduler.update_from_output(scheduler_output, runner_output)
             self._num_steps += 1
             self._last_step_time_s = time.perf_counter() - started
+            self.scheduler.record_step_time(scheduler_output.num_batched_tokens, self._last_step_time_s * 1e3)
         return outputs
 
     def stats(self) -> EngineStats:

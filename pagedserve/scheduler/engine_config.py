@@ -19,9 +19,10 @@ class EngineConfig:
     `stop_ids`: the model's EOS ids; `scheduling_policy`: "fcfs" or "priority" (lower first).
     `num_speculative_tokens`: speculative decoding's k, draft tokens verified per request and step at
     most (0 = speculation off); `speculative_max_batch_tokens`: no drafts past this many tokens of
-    running requests in a step; `step_fixed_tokens`: a step's cost that does not grow with its
-    tokens, in tokens' worth of compute (measured at warm-up; 0 = unknown), which tells auto-mode
-    speculation how many drafts pay (scheduler/spec_policy.py).
+    running requests in a step (scheduler/spec_policy.py). `max_step_ms`: the target time of a step
+    (0 = off); `step_fixed_ms`, `step_per_token_ms`: a step's cost line measured at warm-up (0 =
+    not measured); with all three the budget follows time while serving
+    (scheduler/step_time_budget.py), and auto-mode speculation weighs drafts by the line.
 
     No field has a default: the values come from `EngineArgs` (engine/engine_args.py), the one
     place the engine's defaults live.
@@ -38,7 +39,9 @@ class EngineConfig:
     stop_ids: frozenset[int]
     num_speculative_tokens: int
     speculative_max_batch_tokens: int
-    step_fixed_tokens: float
+    max_step_ms: float
+    step_fixed_ms: float
+    step_per_token_ms: float
 
     def __post_init__(self):
         object.__setattr__(self, "stop_ids", frozenset(int(i) for i in self.stop_ids))
@@ -53,10 +56,16 @@ class EngineConfig:
             raise ValueError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
         if self.speculative_max_batch_tokens < 0:
             raise ValueError(f"speculative_max_batch_tokens must be >= 0, got {self.speculative_max_batch_tokens}")
-        if not self.step_fixed_tokens >= 0:
-            raise ValueError(f"step_fixed_tokens must be >= 0, got {self.step_fixed_tokens}")
+        for name in ("max_step_ms", "step_fixed_ms", "step_per_token_ms"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(f"scheduling_policy must be one of {SCHEDULING_POLICIES}, got {self.scheduling_policy!r}")
+
+    @property
+    def step_fixed_tokens(self) -> float:
+        """The fixed part of a step's cost in tokens' worth of compute (0 when not measured)."""
+        return self.step_fixed_ms / self.step_per_token_ms if self.step_per_token_ms > 0 else 0.0
 
     @property
     def block_size(self) -> int:

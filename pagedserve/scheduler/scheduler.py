@@ -38,6 +38,7 @@ from pagedserve.scheduler.request import (CHOICE_ID_SEPARATOR, Request, RequestO
 from pagedserve.scheduler.request_queue import WaitingQueue
 from pagedserve.scheduler.runner_sync import RunnerSync
 from pagedserve.scheduler.spec_policy import SpecPolicy
+from pagedserve.scheduler.step_time_budget import StepBudgetControl, StepCost
 from pagedserve.sampling_params import InvalidRequestError
 from pagedserve.scheduler.step_io import RunnerOutput, ScheduledRequest, SchedulerOutput
 from pagedserve.sampled_token import SampledToken
@@ -81,6 +82,13 @@ class Scheduler:
         self.num_finished_by_reason: collections.Counter[str] = collections.Counter()
         self.spec_policy = SpecPolicy(config.num_speculative_tokens, config.speculative_max_batch_tokens,
                                       config.step_fixed_tokens)
+        # The step budget that follows time, when the warm-up measured the step's cost line.
+        self.step_budget: Optional[StepBudgetControl] = None
+        if config.max_step_ms > 0 and config.step_per_token_ms > 0:
+            self.step_budget = StepBudgetControl(
+                StepCost(config.step_fixed_ms, config.step_per_token_ms), config.max_step_ms,
+                min_tokens=min(config.block_size, config.max_num_batched_tokens),
+                max_tokens=config.max_num_batched_tokens)
         self.num_draft_tokens = 0  # total drafts verified
         self.num_accepted_draft_tokens = 0  # total of those the model accepted
         # acceptance_length_counts[a]: verify steps that accepted exactly a drafts
@@ -156,7 +164,7 @@ class Scheduler:
     # ---- one step ----
     def schedule(self) -> SchedulerOutput:
         """Decide this step's batch; blocks for every granted token are allocated on return."""
-        budget = self.config.max_num_batched_tokens
+        budget = self.token_budget
         self.num_prefill_tokens_last_step = 0
         self.num_decode_tokens_last_step = 0
         grants: dict[str, int] = {}  # request_id -> tokens granted, in batch order
@@ -299,9 +307,19 @@ class Scheduler:
         return outputs
 
     # ---- internals ----
+    @property
+    def token_budget(self) -> int:
+        """Tokens the next step may compute: the configured budget, or the time-following one."""
+        return self.config.max_num_batched_tokens if self.step_budget is None else self.step_budget.budget
+
+    def record_step_time(self, num_tokens: int, step_ms: float) -> None:
+        """A step computed `num_tokens` tokens in `step_ms` (the time-following budget adjusts)."""
+        if self.step_budget is not None:
+            self.step_budget.observe(num_tokens, step_ms)
+
     def _chunk_cap(self) -> int:
         threshold = self.config.long_prefill_token_threshold
-        return threshold if threshold > 0 else self.config.max_num_batched_tokens
+        return threshold if threshold > 0 else self.token_budget
 
     def _num_tokens_to_grant(self, request: Request, budget: int) -> int:
         return min(request.num_tokens - request.num_computed_tokens, self._chunk_cap(), budget)

@@ -117,7 +117,7 @@ def test_config_and_spec_from_default_args_agree_with_the_args():
     shared = {f.name for f in dataclasses.fields(EngineConfig)} & {f.name for f in dataclasses.fields(EngineArgs)}
     assert shared == {"max_num_batched_tokens", "max_num_seqs", "max_waiting", "long_prefill_token_threshold",
                       "enable_prefix_caching", "scheduling_policy", "max_model_len",
-                      "speculative_max_batch_tokens"}
+                      "speculative_max_batch_tokens", "max_step_ms"}
     for name in shared - {"max_model_len"}:
         assert getattr(config, name) == getattr(args, name), name
     assert config.max_model_len == 8192 and config.stop_ids == frozenset({2})  # unset: the model's context

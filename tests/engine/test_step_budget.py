@@ -7,11 +7,12 @@ import dataclasses
 import pytest
 
 from pagedserve.engine.engine_factory import EngineArgs, build_engine, calibrated_config
-from pagedserve.engine.step_budget import StepCost, calibration_sizes, fit_step_cost, token_budget
+from pagedserve.engine.step_budget import calibration_sizes, fit_step_cost
 from pagedserve.sampled_token import SampledToken
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.scheduler.engine import LLMEngine
 from pagedserve.scheduler.step_io import RunnerOutput
+from pagedserve.scheduler.step_time_budget import StepCost, token_budget
 from tests.scheduler.factories import create_config
 
 
@@ -83,9 +84,11 @@ def test_calibrated_budget_is_what_the_scheduler_keeps_to():
     calibrating = LLMEngine(runner, config)
     calibrated = calibrated_config(calibrating, 100.0, vocab_size=101, timer=runner.clock)
     assert calibrated.max_num_batched_tokens == 40  # (100 - 20) / 2
+    assert (calibrated.max_step_ms, calibrated.step_fixed_ms, calibrated.step_per_token_ms) == pytest.approx((100.0, 20.0, 2.0))
     assert calibrated.step_fixed_tokens == pytest.approx(10.0)  # 20 ms fixed / 2 ms per token
     # nothing else changed
-    assert dataclasses.replace(calibrated, max_num_batched_tokens=256, step_fixed_tokens=0.0) == config
+    assert dataclasses.replace(calibrated, max_num_batched_tokens=256, max_step_ms=config.max_step_ms,
+                               step_fixed_ms=0.0, step_per_token_ms=0.0) == config
     assert config.max_num_batched_tokens == 256
     # Serving with it: 3 running decodes and a 300-token prompt; no step computes more than 40
     # tokens, so no step takes more than 100 ms on the fake clock, and the prompt is chunked to fill it.

@@ -54,7 +54,8 @@ def test_auto_requests_of_a_large_batch_ask_for_no_drafts_and_fixed_ones_still_d
 
 def _engine_with_cost(proposer, fixed_tokens):
     config = create_config(speculative="ngram", num_draft_tokens=4, max_num_batched_tokens=64)
-    engine, runner = create_engine(dataclasses.replace(config, step_fixed_tokens=fixed_tokens))
+    # the fixed cost in tokens = step_fixed_ms / step_per_token_ms
+    engine, runner = create_engine(dataclasses.replace(config, step_fixed_ms=fixed_tokens, step_per_token_ms=1.0))
     runner.proposer = proposer
     return engine, runner
 
