@@ -309,8 +309,12 @@ class Scheduler:
     # ---- internals ----
     @property
     def token_budget(self) -> int:
-        """Tokens the next step may compute: the configured budget, or the time-following one."""
-        return self.config.max_num_batched_tokens if self.step_budget is None else self.step_budget.budget
+        """Tokens the next step may compute: the configured budget, or the time-following one. That
+        one shrinks prefill chunks, never the running requests' one token each (up to the
+        configured budget): a decode left out of a step would wait a whole step more."""
+        if self.step_budget is None:
+            return self.config.max_num_batched_tokens
+        return max(self.step_budget.budget, min(len(self.running), self.config.max_num_batched_tokens))
 
     def record_step_time(self, num_tokens: int, step_ms: float) -> None:
         """A step computed `num_tokens` tokens in `step_ms` (the time-following budget adjusts)."""

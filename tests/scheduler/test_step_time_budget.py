@@ -5,8 +5,10 @@ import dataclasses
 
 import pytest
 
+from pagedserve.sampled_token import SampledToken
 from pagedserve.sampling_params import SamplingParams
 from pagedserve.scheduler.request import Request
+from pagedserve.scheduler.step_io import RunnerOutput
 from pagedserve.scheduler.step_time_budget import RATIO_WEIGHT, StepBudgetControl, StepCost
 from tests.scheduler.factories import create_config, create_scheduler
 
@@ -48,6 +50,22 @@ def test_the_scheduler_keeps_to_the_budget_its_steps_were_measured_at():
     scheduler.add_request(Request("p", list(range(1, 201)), SamplingParams(max_tokens=1, ignore_eos=True)))
     out = scheduler.schedule()
     assert out.num_batched_tokens == 15  # the prompt is chunked to the measured budget
+
+
+def test_a_shrunk_budget_still_gives_every_running_request_its_token():
+    config = create_config(block_size=4, num_blocks=256, max_model_len=512, max_num_batched_tokens=40,
+                           max_num_seqs=32)
+    config = dataclasses.replace(config, max_step_ms=100.0, step_fixed_ms=20.0, step_per_token_ms=2.0)
+    scheduler = create_scheduler(config)
+    for i in range(24):
+        scheduler.add_request(Request(str(i), [1 + i], SamplingParams(max_tokens=5, ignore_eos=True)))
+    first = scheduler.schedule()  # 24 one-token prompts fit the 40 tokens
+    assert first.num_batched_tokens == 24
+    scheduler.update_from_output(first, RunnerOutput({r.request_id: SampledToken(7, 0.0) for r in first.scheduled}))
+    for _ in range(60):
+        scheduler.record_step_time(40, 1e6)  # the measured budget falls to the floor, 4 tokens
+    assert scheduler.step_budget.budget == 4
+    assert scheduler.schedule().num_batched_tokens == 24  # still every running request's decode
 
 
 def test_without_a_measured_line_the_budget_is_the_configured_one():
