@@ -137,6 +137,7 @@ class LLMEngine:
                 acceptance_length_counts=tuple(s.acceptance_length_counts),
                 last_step_time_s=self._last_step_time_s,
                 num_steps=self._num_steps,
+                step_token_budget=s.token_budget,
                 num_finished_by_reason=dict(s.num_finished_by_reason),
             )
 

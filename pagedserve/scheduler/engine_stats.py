@@ -26,6 +26,7 @@ class EngineStats:
     num_decode_tokens_last_step: int
     last_step_time_s: float
     num_steps: int
+    step_token_budget: int  # tokens the next step may compute (follows max_step_ms when measured)
     num_finished_by_reason: Mapping[str, int] = field(default_factory=dict)  # "stop"/"length"/"abort"/"error"
     # Total prompt tokens computed (recomputes after preemption included, prefix-cache hits not):
     # the n choices of one request compute their prompt once.

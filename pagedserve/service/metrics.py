@@ -88,6 +88,9 @@ class EngineStatsCollector:
                                 - self.finished_before_serving.get(reason, 0))
         yield finished
         yield CounterMetricFamily("pagedserve_engine_steps", "Engine steps run.", value=stats.num_steps)
+        yield GaugeMetricFamily("pagedserve_step_token_budget",
+                                "Tokens the next engine step may compute: with --max-step-ms, what the measured "
+                                "step times say fits in that time.", value=stats.step_token_budget)
         yield from self._structured_output(engine.structured_stats())
         yield from spec_decode_metrics(stats)
 

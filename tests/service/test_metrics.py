@@ -39,6 +39,7 @@ def test_scraped_metrics_agree_with_engine_stats(served):
     assert value(samples, "pagedserve_requests_running") == stats.num_running
     assert value(samples, "pagedserve_requests_waiting") == stats.num_waiting
     assert value(samples, "pagedserve_engine_steps_total") == stats.num_steps
+    assert value(samples, "pagedserve_step_token_budget") == stats.step_token_budget == served.engine.scheduler.token_budget
     for reason in FINISH_REASONS:
         assert value(samples, "pagedserve_requests_finished_total", reason=reason) == \
             stats.num_finished_by_reason.get(reason, 0)
@@ -60,7 +61,7 @@ def test_speculative_metrics_from_engine_stats():
     stats = EngineStats(num_running=0, num_waiting=0, num_preemptions=0, num_blocks_used=(0,), num_blocks_free=(1,),
                         num_blocks_total=(1,), kv_bytes_per_token=1, num_prefix_queried_tokens=0,
                         num_prefix_hit_tokens=0, num_window_freed_blocks=0, num_prefill_tokens_last_step=0,
-                        num_decode_tokens_last_step=0, last_step_time_s=0.0, num_steps=0,
+                        num_decode_tokens_last_step=0, last_step_time_s=0.0, num_steps=0, step_token_budget=16,
                         num_draft_tokens=20, num_accepted_draft_tokens=9, acceptance_length_counts=(3, 1, 0, 2, 1))
 
     class Collector:
