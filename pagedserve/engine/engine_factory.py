@@ -73,7 +73,9 @@ def calibrated_config(engine: LLMEngine, max_step_ms: float, vocab_size: int,
                       timer: Callable[[], float] = time.perf_counter) -> EngineConfig:
     """`engine.config` with the tokens per step that take about `max_step_ms` on this model, timed
     on the (idle, warm) `engine`: at least a block (or the configured budget, when smaller), at
-    most the configured budget; and with the step's fixed cost in tokens (speculation's cost rule). `timer`: seconds, as perf_counter (tests give a fake one)."""
+    most the configured budget; and with `max_step_ms` and the measured cost line, which the
+    scheduler corrects while serving and speculation weighs drafts by. `timer`: seconds, as
+    perf_counter (tests give a fake one)."""
     config = engine.config
     if config.max_num_batched_tokens <= config.block_size:
         return config  # no budget below the configured one is allowed: nothing to calibrate

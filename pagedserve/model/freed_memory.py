@@ -10,11 +10,19 @@ file; trimming after each layer and each chunk of the vocabulary matrix keeps it
 from __future__ import annotations
 
 import ctypes
+import functools
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
 
 
 def release_freed_memory() -> None:
     """Return freed heap pages to the OS (glibc's malloc_trim); a no-op on other C libraries."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

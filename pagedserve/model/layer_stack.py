@@ -56,10 +56,9 @@ class LayerStack:
         changes = {}
         for role in MATRIX_ROLES:
             w = getattr(layer, role)
-            if role not in self._first:
+            if role not in self._matrices:
                 if w.kind not in QUANT_KINDS:
                     raise ValueError(f"{role} is not quantized: layers cannot be stacked")
-                self._first[role] = w
                 self._matrices[role] = Linear(*(np.empty((self.num_layers,) + a.shape, a.dtype)
                                                 for a in (w.codes, w.scale, w.minv)), w.num_out)
             elif not _same_layout(w, self._first[role]):
@@ -67,8 +66,8 @@ class LayerStack:
             m = self._matrices[role]
             m.codes[index], m.scale[index], m.minv[index] = w.codes, w.scale, w.minv
             changes[role] = replace(w, codes=m.codes[index], scale=m.scale[index], minv=m.minv[index])
-            if index == 0:  # layer 0's layout, held as views: its own arrays must not stay alive
-                self._first[role] = changes[role]
+            # the first layer's layout, held as views: its own arrays must not stay alive
+            self._first.setdefault(role, changes[role])
         return replace(layer, **changes)
 
     def params(self, layers: list[LayerWeights]) -> LayerParams | None:
