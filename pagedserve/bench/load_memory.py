@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+MODULE = "pagedserve.bench.load_memory"  # not __name__: run with -m, that is "__main__"
+
 
 def _status_bytes(key: str) -> int:
     with open("/proc/self/status") as f:
@@ -40,13 +42,13 @@ def measure_in_this_process(path: str) -> dict:
 
 def measure(path: str) -> dict:
     """`measure_in_this_process` in a fresh Python process."""
-    out = subprocess.run([sys.executable, "-m", __name__, "--in-process", path], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", MODULE, "--in-process", path], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__,
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="GGUF files")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
